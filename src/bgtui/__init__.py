@@ -1,0 +1,1 @@
+"""bgtui: the break-glass client (CLI and TUI)."""

@@ -1,0 +1,1 @@
+"""Signed objects, keys and encodings shared by the client and the controller."""

@@ -1,0 +1,1 @@
+"""bgctl: the break-glass controller."""
