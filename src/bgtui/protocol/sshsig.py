@@ -106,7 +106,12 @@ def parse(armored: str) -> SshSig:
     inner.expect_done()
     if len(raw) != 64:
         raise Refused("malformed signature: wrong Ed25519 signature length")
-    return SshSig(public, namespace, hash_algorithm, raw)
+    sig = SshSig(public, namespace, hash_algorithm, raw)
+    # One encoding per signature, as for payloads: base64 padding bits and whitespace could
+    # otherwise be changed without changing what the signature says.
+    if sig.armor() != armored:
+        raise Refused("malformed signature: not in the exact form `ssh-keygen -Y sign` writes")
+    return sig
 
 
 def verify(armored: str, message: bytes, namespace: str) -> PublicKey:

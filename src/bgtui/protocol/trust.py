@@ -88,11 +88,20 @@ class TrustStore:
             match = _LINE.fullmatch(line)
             if match is None:
                 raise Refused(f"{where}: not a trust entry (NAME namespaces=\"…\" KEY role=ROLE)")
-            role = match["role"]
+            name, role = match["name"], match["role"]
             if role not in ROLE_NAMESPACES:
                 raise Refused(f"{where}: unknown role {role!r}; use one of {', '.join(ROLES)}")
+            if not _NAME.fullmatch(name):
+                raise Refused(f"{where}: bad name {name!r} (letters, digits and . _ @ + -)")
+            # ssh-keygen reads namespaces=, bgtui reads role=: both must say the same thing.
+            expected = ",".join(ROLE_NAMESPACES[role])
+            if match["ns"] != expected:
+                raise Refused(f'{where}: role={role} needs namespaces="{expected}"')
             key = PublicKey.parse(match["key"], where)
-            entries.append(TrustEntry(match["name"], role, key.with_comment(match["name"])))
+            for entry in entries:
+                if entry.name == name or entry.key == key:
+                    raise Refused(f"{where}: {name!r} ({key.fingerprint}) is pinned twice")
+            entries.append(TrustEntry(name, role, key.with_comment(name)))
         return cls(path, entries)
 
     def save(self) -> None:
