@@ -32,5 +32,7 @@ def tree_digest(root: Path) -> dict[str, str]:
     for path in sorted(root.rglob("*")):
         if path.is_file():
             mode = oct(path.stat().st_mode & 0o777)
-            result[str(path.relative_to(root))] = f"{mode} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+            result[str(path.relative_to(root))] = (
+                f"{mode} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+            )
     return result

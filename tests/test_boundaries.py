@@ -15,8 +15,10 @@ CORE = [
     "controller.config",
     "controller.store",
     "controller.audit",
+    "controller.ledger",
+    "controller.planes",
 ]
-FORBIDDEN = ("textual", "starlette", "uvicorn", "click")
+FORBIDDEN = ("textual", "starlette", "uvicorn", "httpx")
 
 
 def test_core_modules_import_no_framework() -> None:

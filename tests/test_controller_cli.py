@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.helpers import run, tree_digest
 
 from bgtui.protocol.keys import PrivateKey
 from controller.config import load_config
 from controller.home import ControllerHome
-from tests.helpers import run, tree_digest
 
 
 @pytest.fixture
@@ -37,7 +37,9 @@ def test_init_lays_out_a_home_with_private_keys_0600(home: Path) -> None:
     layout = ControllerHome(home)
     for key in (layout.key_path, layout.ca_path):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
-        assert PrivateKey.load(key.read_bytes()).public == layout.public_key() or key == layout.ca_path
+        assert (
+            PrivateKey.load(key.read_bytes()).public == layout.public_key() or key == layout.ca_path
+        )
     assert layout.ca_key().public != layout.public_key()
     assert layout.trust().entries == []
     assert layout.db_path.exists()
@@ -65,27 +67,76 @@ def test_init_refuses_a_bad_id(tmp_path: Path) -> None:
 
 def test_trust_add_accepts_openssh_pem_and_key_text(home: Path, tmp_path: Path) -> None:
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alice", "-f", str(tmp_path / "alice")],
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "alice",
+            "-f",
+            str(tmp_path / "alice"),
+        ],
         check=True,
     )
     subprocess.run(
-        ["openssl", "genpkey", "-algorithm", "Ed25519", "-out", str(tmp_path / "bob.pem")], check=True
+        ["openssl", "genpkey", "-algorithm", "Ed25519", "-out", str(tmp_path / "bob.pem")],
+        check=True,
     )
     subprocess.run(
-        ["openssl", "pkey", "-in", str(tmp_path / "bob.pem"), "-pubout", "-out", str(tmp_path / "bob.pub.pem")],
+        [
+            "openssl",
+            "pkey",
+            "-in",
+            str(tmp_path / "bob.pem"),
+            "-pubout",
+            "-out",
+            str(tmp_path / "bob.pub.pem"),
+        ],
         check=True,
     )
     carol = PrivateKey.generate("carol")
 
-    assert bgctl(home, "trust", "add", "--role", "operator", "--name", "alice", str(tmp_path / "alice.pub")).returncode == 0
-    assert bgctl(home, "trust", "add", "--role", "approver", "--name", "bob", str(tmp_path / "bob.pub.pem")).returncode == 0
-    added = bgctl(home, "trust", "add", "--role", "auditor", "--name", "carol", carol.public.openssh())
+    assert (
+        bgctl(
+            home,
+            "trust",
+            "add",
+            "--role",
+            "operator",
+            "--name",
+            "alice",
+            str(tmp_path / "alice.pub"),
+        ).returncode
+        == 0
+    )
+    assert (
+        bgctl(
+            home,
+            "trust",
+            "add",
+            "--role",
+            "approver",
+            "--name",
+            "bob",
+            str(tmp_path / "bob.pub.pem"),
+        ).returncode
+        == 0
+    )
+    added = bgctl(
+        home, "trust", "add", "--role", "auditor", "--name", "carol", carol.public.openssh()
+    )
     assert added.returncode == 0, added.stderr
     assert carol.public.fingerprint in added.stdout
 
     listing = bgctl(home, "trust", "list").stdout.splitlines()
     alice_fp = subprocess.run(
-        ["ssh-keygen", "-lf", str(tmp_path / "alice.pub")], capture_output=True, text=True, check=True
+        ["ssh-keygen", "-lf", str(tmp_path / "alice.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()[1]
     assert listing[0].split() == ["operator", "alice", alice_fp]
     assert listing[1].split()[:2] == ["approver", "bob"]
@@ -94,14 +145,20 @@ def test_trust_add_accepts_openssh_pem_and_key_text(home: Path, tmp_path: Path) 
 
     removed = bgctl(home, "trust", "remove", "bob")
     assert removed.returncode == 0
-    assert [line.split()[1] for line in bgctl(home, "trust", "list").stdout.splitlines()] == ["alice", "carol"]
+    assert [line.split()[1] for line in bgctl(home, "trust", "list").stdout.splitlines()] == [
+        "alice",
+        "carol",
+    ]
     assert audit_events(home)[-1] == "trust.remove"
     assert bgctl(home, "audit", "verify").returncode == 0
 
 
 @pytest.mark.parametrize(
     ("keytype", "expected"),
-    [("rsa", "unsupported key type ssh-rsa"), ("ecdsa", "unsupported key type ecdsa-sha2-nistp256")],
+    [
+        ("rsa", "unsupported key type ssh-rsa"),
+        ("ecdsa", "unsupported key type ecdsa-sha2-nistp256"),
+    ],
 )
 def test_trust_add_refuses_other_key_types_and_changes_nothing(
     home: Path, tmp_path: Path, keytype: str, expected: str
@@ -121,10 +178,38 @@ def test_trust_refusals_are_one_line_and_change_nothing(home: Path) -> None:
     assert bgctl(home, "trust", "add", "--role", "approver", "--name", "alice", key).returncode == 0
     before = tree_digest(home)
     cases = [
-        (["trust", "add", "--role", "approver", "--name", "alice", PrivateKey.generate().public.openssh()], "already pinned"),
-        (["trust", "add", "--role", "operator", "--name", "other", key], "already pinned as 'alice'"),
-        (["trust", "add", "--role", "approver", "--name", "x", "ssh-ed25519 AAAAnotbase64!"], "not valid base64"),
-        (["trust", "add", "--role", "approver", "--name", "bad name", PrivateKey.generate().public.openssh()], "bad name"),
+        (
+            [
+                "trust",
+                "add",
+                "--role",
+                "approver",
+                "--name",
+                "alice",
+                PrivateKey.generate().public.openssh(),
+            ],
+            "already pinned",
+        ),
+        (
+            ["trust", "add", "--role", "operator", "--name", "other", key],
+            "already pinned as 'alice'",
+        ),
+        (
+            ["trust", "add", "--role", "approver", "--name", "x", "ssh-ed25519 AAAAnotbase64!"],
+            "not valid base64",
+        ),
+        (
+            [
+                "trust",
+                "add",
+                "--role",
+                "approver",
+                "--name",
+                "bad name",
+                PrivateKey.generate().public.openssh(),
+            ],
+            "bad name",
+        ),
         (["trust", "remove", "nobody"], "no pinned key named 'nobody'"),
     ]
     for args, expected in cases:
@@ -149,19 +234,50 @@ def test_trust_store_with_an_unknown_role_is_refused_naming_file_and_line(home: 
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda t: t + 'colour = "blue"\n', ":18: colour: unknown key"),
-        (lambda t: t.replace("approvals_required = 1", 'approvals_required = "one"'), ":7: approvals_required: expected an integer"),
-        (lambda t: t.replace('request_window = "1h"', 'request_window = "soon"'), ":5: request_window: bad duration 'soon'"),
-        (lambda t: t + '[[resources]]\nname = "db"\nkind = "oracle"\nnetwork = "direct"\ncredential = "out-of-band"\nprivileges = ["ro"]\n', ":20: resources[0].kind: 'oracle' is not one of"),
-        (lambda t: t + '[[resources]]\nname = "db"\nkind = "postgres"\nnetwork = "direct"\ncredential = "command"\nprivileges = ["ro"]\n', "resources[0].recipe: required"),
+        (lambda t: t + 'colour = "blue"\n', ":32: colour: unknown key"),
+        (
+            lambda t: t.replace("approvals_required = 1", 'approvals_required = "one"'),
+            ":8: approvals_required: expected an integer",
+        ),
+        (
+            lambda t: t.replace('request_window = "1h"', 'request_window = "soon"'),
+            ":6: request_window: bad duration 'soon'",
+        ),
+        (
+            lambda t: (
+                t
+                + '[[resources]]\nname = "db"\nkind = "oracle"\nnetwork = "direct"\n'
+                + 'credential = "out-of-band"\nprivileges = ["ro"]\n'
+            ),
+            ":34: resources[0].kind: 'oracle' is not one of",
+        ),
+        (
+            lambda t: (
+                t
+                + '[[resources]]\nname = "db"\nkind = "postgres"\nnetwork = "direct"\n'
+                + 'credential = "command"\nprivileges = ["ro"]\n'
+            ),
+            "resources[0].recipe: required",
+        ),
         (lambda t: t + "id = [", "not valid TOML"),
     ],
 )
-def test_bad_controller_toml_is_refused_naming_file_line_and_key(home: Path, edit, expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_controller_toml_is_refused_naming_file_line_and_key(
+    home: Path, edit, expected: str
+) -> None:  # type: ignore[no-untyped-def]
     config = ControllerHome(home).config_path
     config.write_text(edit(config.read_text()))
     before = tree_digest(home)
-    result = bgctl(home, "trust", "add", "--role", "operator", "--name", "z", PrivateKey.generate().public.openssh())
+    result = bgctl(
+        home,
+        "trust",
+        "add",
+        "--role",
+        "operator",
+        "--name",
+        "z",
+        PrivateKey.generate().public.openssh(),
+    )
     assert result.returncode == 1
     assert str(config) in result.stderr
     assert expected in result.stderr, result.stderr

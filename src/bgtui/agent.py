@@ -150,6 +150,7 @@ class AgentSigner:
 
     @property
     def public(self) -> PublicKey:
+        """The enrolled public key this signer signs with."""
         return self._public
 
     def sign(self, data: bytes) -> bytes:

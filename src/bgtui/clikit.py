@@ -21,12 +21,16 @@ class RefusingGroup(click.Group):
         except Refused as exc:
             click.echo(f"{ctx.find_root().info_name}: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:  # a disk or permission problem nobody foresaw: still one line
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"{ctx.find_root().info_name}: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo(f"{ctx.find_root().info_name}: interrupted", err=True)
             sys.exit(130)
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     """A duration such as 90s, 15m, 2h or 1h30m, as seconds."""
 
     name = "DURATION"

@@ -48,6 +48,7 @@ class ClientHome:
 
     @property
     def identities_dir(self) -> Path:
+        """`HOME/identities`, one directory per identity."""
         return self.path / "identities"
 
     def identity_dir(self, name: str) -> Path:
@@ -56,6 +57,7 @@ class ClientHome:
 
     @property
     def config_path(self) -> Path:
+        """`HOME/config.toml` (client settings; not read yet)."""
         return self.path / "config.toml"
 
     def ensure(self) -> None:
@@ -70,4 +72,6 @@ class ClientHome:
                 if not directory.is_dir():
                     raise Refused(f"{directory}: exists and is not a directory") from None
             except OSError as exc:
-                raise Refused(f"{directory}: cannot create the bgtui home ({exc.strerror})") from None
+                raise Refused(
+                    f"{directory}: cannot create the bgtui home ({exc.strerror})"
+                ) from None

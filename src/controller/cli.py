@@ -100,10 +100,9 @@ def trust_add(ctx: click.Context, role: str, name: str, key: str) -> None:
     check_role(role)
     store = home.trust()
     entry = store.add(name, role, _read_key_argument(key))
+    log = _audit(home)  # config and keys are checked before anything is written
     store.save()
-    _audit(home).append(
-        "trust.add", "bgctl", {"name": name, "role": role, "fingerprint": entry.fingerprint}
-    )
+    log.append("trust.add", "bgctl", {"name": name, "role": role, "fingerprint": entry.fingerprint})
     click.echo(f"pinned {name} as {role}: {entry.fingerprint}")
 
 
@@ -135,11 +134,53 @@ def trust_remove(ctx: click.Context, name: str) -> None:
     home.require()
     store = home.trust()
     entry = store.remove(name)
+    log = _audit(home)
     store.save()
-    _audit(home).append(
-        "trust.remove", "bgctl", {"name": name, "role": entry.role, "fingerprint": entry.fingerprint}
+    log.append(
+        "trust.remove",
+        "bgctl",
+        {"name": name, "role": entry.role, "fingerprint": entry.fingerprint},
     )
     click.echo(f"unpinned {name} ({entry.role}, {entry.fingerprint})")
+
+
+@main.command()
+@click.option(
+    "--listen",
+    metavar="unix:PATH|HOST:PORT",
+    help="Where to listen (default: bgctl.sock in the home).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM certificate for TLS on HOST:PORT.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM private key for --tls-cert.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    show_default=True,
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    listen: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    log_level: str,
+) -> None:
+    """Run the controller: verify, mint, expire, tear down, audit. Stops cleanly on SIGTERM.
+
+    Examples: bgctl serve  |  bgctl serve --listen 0.0.0.0:8443 --tls-cert c.pem --tls-key k.pem
+    """
+    from controller.server import serve as run_server
+
+    run_server(_home(ctx), listen, tls_cert, tls_key, log_level)
 
 
 @main.group(cls=RefusingGroup)
@@ -182,4 +223,4 @@ def audit_export(ctx: click.Context, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="bgctl")

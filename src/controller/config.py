@@ -182,9 +182,7 @@ def parse_config(data: dict[str, Any], path: Path, text: str = "") -> Controller
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise reader.fail("webhooks", "each webhook must be an http(s) URL")
     raw_resources = reader.take(data, "resources", list, [])
-    resources = tuple(
-        _resource(reader, raw, index) for index, raw in enumerate(raw_resources)
-    )
+    resources = tuple(_resource(reader, raw, index) for index, raw in enumerate(raw_resources))
     names = [r.name for r in resources]
     for index, name in enumerate(names):
         if name in names[:index]:
@@ -202,40 +200,37 @@ def parse_config(data: dict[str, Any], path: Path, text: str = "") -> Controller
 
 
 def _resource(reader: _Reader, raw: Any, index: int) -> Resource:
-    where = {"table": "resources", "index": index}
     if not isinstance(raw, dict):
         raise reader.fail("resources", "each resource must be a [[resources]] table")
+
+    def fail(key: str, message: str) -> Refused:
+        return reader.fail(f"resources[{index}].{key}", message, "resources", index)
+
     for key in raw:
         if key not in _RESOURCE_KEYS:
-            known = ", ".join(sorted(_RESOURCE_KEYS))
-            raise reader.fail(f"resources[{index}].{key}", f"unknown key; known: {known}", **where)
+            raise fail(key, f"unknown key; known: {', '.join(sorted(_RESOURCE_KEYS))}")
 
     def take(key: str, kind: type, default: Any = ...) -> Any:
-        return reader.take(raw, key, kind, default, label=f"resources[{index}].{key}", **where)
+        label = f"resources[{index}].{key}"
+        return reader.take(raw, key, kind, default, table="resources", index=index, label=label)
 
     def choice(key: str, allowed: tuple[str, ...]) -> str:
         value: str = take(key, str)
         if value not in allowed:
-            raise reader.fail(
-                f"resources[{index}].{key}", f"{value!r} is not one of {', '.join(allowed)}", **where
-            )
+            raise fail(key, f"{value!r} is not one of {', '.join(allowed)}")
         return value
 
     name = take("name", str)
     privileges = take("privileges", list)
     if not privileges or not all(isinstance(p, str) and p for p in privileges):
-        raise reader.fail(
-            f"resources[{index}].privileges", "must be a non-empty list of names", **where
-        )
+        raise fail("privileges", "must be a non-empty list of names")
     credential = choice("credential", CREDENTIALS)
     recipe = take("recipe", str, None)
     if credential == "command" and recipe is None:
-        raise reader.fail(
-            f"resources[{index}].recipe", "required when credential = \"command\"", **where
-        )
+        raise fail("recipe", 'required when credential = "command"')
     grants = take("grants", dict, {})
     if not all(isinstance(v, str) for v in grants.values()):
-        raise reader.fail(f"resources[{index}].grants", "values must be strings", **where)
+        raise fail("grants", "values must be strings")
     return Resource(
         name=name,
         kind=choice("kind", KINDS),

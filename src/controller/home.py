@@ -94,7 +94,10 @@ class ControllerHome:
             raise Refused(f"{self.path}: already holds a controller; pick another --home")
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
-        for path, comment in ((self.key_path, controller_id), (self.ca_path, f"{controller_id}-ca")):
+        for path, comment in (
+            (self.key_path, controller_id),
+            (self.ca_path, f"{controller_id}-ca"),
+        ):
             key = PrivateKey.generate(comment)
             write_private(path, key.openssh())
             path.with_suffix(".pub").write_text(key.public.openssh() + "\n")

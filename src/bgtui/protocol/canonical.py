@@ -13,7 +13,7 @@ MAX_OBJECT = 64 * 1024
 
 
 def canonical(value: Any) -> bytes:
-    """The RFC 8785 encoding of `value` (only str, int, bool, None, list and dict in our objects)."""
+    """The RFC 8785 encoding of `value` (our objects hold str, int, bool, None, list, dict)."""
     return bytes(rfc8785.dumps(value))
 
 

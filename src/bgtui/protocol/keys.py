@@ -1,4 +1,4 @@
-"""Ed25519 keys in the ecosystem's formats: OpenSSH and PKCS#8 PEM, fingerprints as OpenSSH shows them."""
+"""Ed25519 keys in the ecosystem's formats: OpenSSH and PKCS#8 PEM, SHA256 fingerprints."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ _MAX_KEY_TEXT = 64 * 1024
 
 
 def _unsupported(kind: str, source: str) -> Refused:
-    return Refused(f"{source}: unsupported key type {kind}; bgtui uses Ed25519 keys (ssh-keygen -t ed25519)")
+    return Refused(
+        f"{source}: unsupported key type {kind}; bgtui uses Ed25519 keys (ssh-keygen -t ed25519)"
+    )
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class PublicKey:
             raise Refused(f"{source}: not a public key (expected `ssh-ed25519 AAAA… NAME` or PEM)")
         try:
             blob = base64.b64decode(b64, validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):
             raise Refused(f"{source}: public key is not valid base64") from None
         key = cls.from_blob(blob, parts[2].strip() if len(parts) > 2 else "")
         return key
@@ -208,7 +210,7 @@ def _openssh_is_encrypted(text: bytes, source: str) -> bool:
     body = b"".join(text.splitlines()[1:-1])
     try:
         blob = base64.b64decode(body)
-    except binascii.Error:
+    except (binascii.Error, ValueError):
         raise Refused(f"{source}: corrupt private key (bad base64)") from None
     magic = b"openssh-key-v1\0"
     if not blob.startswith(magic):

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Self
 
 from bgtui.protocol import sshsig
-from bgtui.protocol.canonical import canonical, parse_canonical
+from bgtui.protocol.canonical import MAX_OBJECT, canonical, parse_canonical
 from bgtui.protocol.errors import Refused
 from bgtui.protocol.timefmt import now_utc, parse_utc, utc_text
 
@@ -140,11 +140,15 @@ class Approval(Payload):
 
     def check(self) -> None:
         if self.decision not in ("approve", "reject"):
-            raise Refused(f"malformed approval: decision {self.decision!r} is not approve or reject")
+            raise Refused(
+                f"malformed approval: decision {self.decision!r} is not approve or reject"
+            )
         if self.decision == "approve" and self.approved_duration <= 0:
             raise Refused("malformed approval: approved_duration must be positive")
         if self.decision == "reject" and not self.reason.strip():
             raise Refused("malformed approval: a rejection needs a reason")
+        if self.decision == "reject" and self.approved_duration != 0:
+            raise Refused("malformed approval: a rejection grants no duration")
         if parse_utc(self.not_after, "approval not_after") < parse_utc(self.signed_at):
             raise Refused("malformed approval: not_after is before signed_at")
 
@@ -203,6 +207,8 @@ class Signed:
         payload, signature = value["payload"], value["signature"]
         if not isinstance(payload, str) or not isinstance(signature, str):
             raise Refused("malformed signed object: payload and signature must be text")
+        if len(payload) > MAX_OBJECT or len(signature) > sshsig.MAX_ARMOR:
+            raise Refused("malformed signed object: too large")
         return cls(payload.encode(), signature)
 
     @property

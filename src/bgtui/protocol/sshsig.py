@@ -7,7 +7,6 @@ message, so a signature made for one kind of object can never stand for another.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import textwrap
 from dataclasses import dataclass
@@ -83,7 +82,7 @@ def parse(armored: str) -> SshSig:
     body = "".join(text[len(BEGIN) : -len(END)].split())
     try:
         blob = base64.b64decode(body, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a non-ASCII character in the text
         raise Refused("malformed signature: bad base64") from None
     reader = Reader(blob, "signature")
     if reader.raw(6) != MAGIC:
@@ -121,7 +120,9 @@ def verify(armored: str, message: bytes, namespace: str) -> PublicKey:
     """
     sig = parse(armored)
     if sig.namespace != namespace:
-        raise Refused(f"wrong namespace: signature is for {sig.namespace!r}, expected {namespace!r}")
+        raise Refused(
+            f"wrong namespace: signature is for {sig.namespace!r}, expected {namespace!r}"
+        )
     if not sig.public.verify(sig.signature, signed_data(namespace, sig.hash_algorithm, message)):
         raise Refused("bad signature: it does not match the signed bytes")
     return sig.public

@@ -38,7 +38,8 @@ HEADER = """\
 def check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise Refused(
-            f"bad name {name!r}: use letters, digits and . _ @ + - (up to 64, starting alphanumeric)"
+            f"bad name {name!r}: use letters, digits and . _ @ + - "
+            "(up to 64, starting alphanumeric)"
         )
     return name
 
@@ -87,7 +88,7 @@ class TrustStore:
             where = f"{path}:{number}"
             match = _LINE.fullmatch(line)
             if match is None:
-                raise Refused(f"{where}: not a trust entry (NAME namespaces=\"…\" KEY role=ROLE)")
+                raise Refused(f'{where}: not a trust entry (NAME namespaces="…" KEY role=ROLE)')
             name, role = match["name"], match["role"]
             if role not in ROLE_NAMESPACES:
                 raise Refused(f"{where}: unknown role {role!r}; use one of {', '.join(ROLES)}")
@@ -97,7 +98,13 @@ class TrustStore:
             expected = ",".join(ROLE_NAMESPACES[role])
             if match["ns"] != expected:
                 raise Refused(f'{where}: role={role} needs namespaces="{expected}"')
-            key = PublicKey.parse(match["key"], where)
+            try:
+                key = PublicKey.parse(match["key"], where)
+            except Refused as exc:  # some key errors do not name their source
+                message = str(exc)
+                if not message.startswith(where):
+                    message = f"{where}: {message}"
+                raise Refused(message) from None
             for entry in entries:
                 if entry.name == name or entry.key == key:
                     raise Refused(f"{where}: {name!r} ({key.fingerprint}) is pinned twice")
@@ -116,7 +123,9 @@ class TrustStore:
         check_role(role)
         for entry in self.entries:
             if entry.name == name:
-                raise Refused(f"name {name!r} is already pinned ({entry.role}, {entry.fingerprint})")
+                raise Refused(
+                    f"name {name!r} is already pinned ({entry.role}, {entry.fingerprint})"
+                )
             if entry.key == key:
                 raise Refused(f"key {key.fingerprint} is already pinned as {entry.name!r}")
         entry = TrustEntry(name, role, key.with_comment(name))

@@ -17,7 +17,7 @@ from bgtui.protocol import sshsig
 from bgtui.protocol.errors import Refused
 from bgtui.protocol.keys import PublicKey
 from bgtui.protocol.objects import Approval, Checkpoint, Payload, Request, Signed, TeardownReceipt
-from bgtui.protocol.timefmt import parse_utc
+from bgtui.protocol.timefmt import now_utc, parse_utc
 from bgtui.protocol.trust import TrustEntry, TrustStore
 
 SIGNER_ROLE: dict[type[Payload], str] = {Request: "operator", Approval: "approver"}
@@ -91,7 +91,9 @@ def verify(
     if kind in SIGNER_ROLE:
         signer = trust.find(key) if trust else None
         if signer is None:
-            return _refuse(Reason.UNKNOWN_KEY, f"key {key.fingerprint} is not pinned on this controller")
+            return _refuse(
+                Reason.UNKNOWN_KEY, f"key {key.fingerprint} is not pinned on this controller"
+            )
         wanted = SIGNER_ROLE[kind]
         if signer.role != wanted:
             return _refuse(
@@ -128,6 +130,7 @@ def _check_approval(
     request: Signed | None,
     already_used: Callable[[str], bool] | None,
 ) -> Verdict | None:
+    now = now or now_utc()
     if approval.approver_fingerprint != key.fingerprint:
         return _refuse(Reason.FINGERPRINT_MISMATCH, "approval names another approver's key")
     if request is None:
@@ -144,7 +147,7 @@ def _check_approval(
         return _refuse(Reason.MALFORMED, str(exc))
     if approval.request_id != req.id:
         return _refuse(Reason.DIGEST_MISMATCH, "approval names another request id")
-    if now is not None and now > parse_utc(approval.not_after):
+    if now > parse_utc(approval.not_after):
         return _refuse(Reason.EXPIRED, f"approval was valid until {approval.not_after}")
     if approval.approves and approval.approved_duration > req.requested_duration:
         return _refuse(

@@ -1,0 +1,1 @@
+"""Credential plane providers: how the operator authenticates once there."""

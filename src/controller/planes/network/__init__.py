@@ -1,0 +1,1 @@
+"""Network plane providers: how the operator's traffic reaches the resource."""
