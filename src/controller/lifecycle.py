@@ -23,6 +23,7 @@ from bgtui.protocol.timefmt import now_utc, parse_utc, utc_text
 from bgtui.protocol.trust import TrustEntry, TrustStore
 from bgtui.protocol.verify import verify
 from controller.audit import AuditItem, AuditLog
+from controller.config import Resource
 from controller.events import Event, EventBroker
 from controller.home import ControllerHome
 from controller.ledger import FINAL, LIVE, Ledger, NotFound
@@ -30,6 +31,7 @@ from controller.notify import WebhookNotifier, approval_link
 from controller.orchestrator import Orchestrator
 from controller.planes import providers_for
 from controller.planes.base import PlaneError
+from controller.planes.credential.recipe import expected_command
 from controller.scheduler import DeadlineScheduler
 from controller.store import open_store, transaction
 
@@ -68,6 +70,7 @@ class Controller:
         self.notifier = WebhookNotifier(self.config.webhooks, self._webhook_failed)
         self.scheduler = DeadlineScheduler(self._deadlines)
         self.orchestrator = Orchestrator(
+            home.path,
             self.ledger,
             self.audit,
             self.config,
@@ -106,7 +109,7 @@ class Controller:
 
     async def _rollback_after_restart(self, rid: str) -> None:
         ctx = self.orchestrator.context(rid)
-        await self.orchestrator._fail(rid, ctx, "controller restarted during activation")
+        await self.orchestrator.roll_back(rid, ctx, "controller restarted during activation")
 
     async def stop(self, grace: float = 10.0) -> None:
         """Tears down live sessions (reason controller-restart) for up to `grace` seconds."""
@@ -183,10 +186,16 @@ class Controller:
         result = []
         for resource in self.config.resources:
             item = resource.describe()
+            item["session_key"] = resource.kind == "ssh" and resource.credential == "controller"
             try:
+                if resource.credential == "command":
+                    item["commands"] = {
+                        p: expected_command(resource, p, self.home.path)
+                        for p in resource.privileges
+                    }
                 item["planes"] = [
                     {"plane": p.plane, "provider": p.name, "does": p.prepare(resource, None)}
-                    for p in providers_for(resource, self.config)
+                    for p in providers_for(resource, self.config, self.home.path)
                 ]
                 item["available"] = True
             except PlaneError as exc:
@@ -366,8 +375,16 @@ class Controller:
             return f"credential source {req.credential_source!r} does not apply to {resource.name}"
         if req.network_path != resource.network:
             return f"network path {req.network_path!r} is not how {resource.name} is reached"
-        if req.command is not None and resource.credential != "command":
-            return f"{resource.name} takes no command"
+        problem = self._check_command(req, resource)
+        if problem:
+            return problem
+        if resource.kind == "ssh" and resource.credential == "controller":
+            if not req.session_key:
+                return "an SSH request must carry the operator's session public key"
+            try:
+                PublicKey.parse(req.session_key, "session_key")
+            except Refused as exc:
+                return str(exc)
         if req.requested_duration > self.config.max_duration:
             return (
                 f"requested {req.requested_duration}s is longer than "
@@ -380,9 +397,23 @@ class Controller:
         if sealing_key.fingerprint != caller.fingerprint:
             return "operator_key must be the operator's own key"
         try:
-            providers_for(resource, self.config)
+            providers_for(resource, self.config, self.home.path)
         except PlaneError as exc:
             return str(exc)
+        return ""
+
+    def _check_command(self, req: Request, resource: Resource) -> str:
+        """A command-minted credential must name the recipe exactly as the controller has it."""
+        if resource.credential != "command":
+            return f"{resource.name} takes no command" if req.command is not None else ""
+        try:
+            expected = expected_command(resource, req.privilege, self.home.path)
+        except Refused as exc:
+            return str(exc)
+        if req.command != expected:
+            if not isinstance(req.command, dict) or req.command.get("sha256") != expected["sha256"]:
+                return f"the request does not carry recipe {expected['recipe']} as it is now"
+            return f"the request's recipe inputs differ from {resource.name}'s"
         return ""
 
     # decide -----------------------------------------------------------------------------
@@ -391,7 +422,7 @@ class Controller:
         if caller.role != "approver":
             raise self.refuse(403, "approval.refused", caller, "only approvers may decide", rid)
         try:
-            signed_request, req = self.ledger.request(rid)
+            signed_request, _ = self.ledger.request(rid)
         except NotFound:
             raise self.refuse(404, "approval.refused", caller, f"no request {rid!r}") from None
         now = self.clock()
@@ -469,7 +500,6 @@ class Controller:
         elif not approval.approves:
             self.scheduler.cancel("window", rid)
         self.publish(rid)
-        del req
         return self.view(rid)
 
     # operator and approver actions ------------------------------------------------------
@@ -524,16 +554,12 @@ class Controller:
                 )
             self.audit.append(event, actor, {"reason": reason}, session=rid)
         self.scheduler.cancel("expiry", rid)
-        if not self.orchestrator.busy(rid):
-            self.orchestrator.spawn(rid, self.orchestrator.teardown(rid))
-        else:  # activation still running: it sees `ending` and stops; tear down after it
-            self.orchestrator.spawn(rid, self._teardown_after_activation(rid))
+        # An activation still in flight is cancelled; the intents it wrote tell the teardown
+        # (which runs after it) what may exist.
+        self.orchestrator.cancel(rid)
+        self.orchestrator.spawn(rid, self.orchestrator.teardown(rid))
         self.publish(rid)
         return self.view(rid)
-
-    async def _teardown_after_activation(self, rid: str) -> None:
-        await self.orchestrator.wait_idle(0)
-        await self.orchestrator.teardown(rid)
 
     def credentials(self, rid: str, caller: Caller) -> dict[str, Any]:
         row = self._owned(rid, caller)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import nacl.public
@@ -31,11 +32,11 @@ log = logging.getLogger("bgctl.planes")
 CHECK = "check"  # a step that verifies something and creates nothing (e.g. a TCP probe)
 
 
-def _provider_named(plane: str, name: str) -> Provider:
+def _provider_named(plane: str, name: str, home: Path) -> Provider:
     table = CREDENTIAL_PROVIDERS.values() if plane == "credential" else NETWORK_PROVIDERS.values()
     for cls in table:
         if cls.name == name:
-            return cls()
+            return cls(home)
     raise PlaneError(f"no {plane} provider named {name!r} in this controller")
 
 
@@ -44,6 +45,7 @@ class Orchestrator:
 
     def __init__(
         self,
+        home: Path,
         ledger: Ledger,
         audit: AuditLog,
         config: ControllerConfig,
@@ -53,6 +55,7 @@ class Orchestrator:
         on_active: Callable[[str, datetime], None],
         backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
+        self.home = home
         self.ledger = ledger
         self.audit = audit
         self.config = config
@@ -74,8 +77,16 @@ class Orchestrator:
         return bytes(box.encrypt(canonical(secret)))
 
     # tasks ------------------------------------------------------------------------------
-    def spawn(self, rid: str, work: Any) -> None:
-        task = asyncio.create_task(work, name=f"session-{rid}")
+    def spawn(self, rid: str, work: Coroutine[Any, Any, None]) -> None:
+        """Runs `work` for session `rid` after whatever already runs for it: one at a time."""
+        prior = self._tasks.get(rid)
+
+        async def in_turn() -> None:
+            if prior is not None:
+                await asyncio.wait([prior])
+            await work
+
+        task = asyncio.create_task(in_turn(), name=f"session-{rid}")
         self._tasks[rid] = task
         task.add_done_callback(lambda t: self._done(rid, t))
 
@@ -85,8 +96,11 @@ class Orchestrator:
         if not task.cancelled() and task.exception() is not None:
             log.error("session %s: %s", rid, task.exception(), exc_info=task.exception())
 
-    def busy(self, rid: str) -> bool:
-        return rid in self._tasks
+    def cancel(self, rid: str) -> None:
+        """Stops an activation in flight; its intents stay recorded for the teardown after it."""
+        task = self._tasks.get(rid)
+        if task is not None:
+            task.cancel()
 
     async def wait_idle(self, timeout: float) -> bool:
         tasks = list(self._tasks.values())
@@ -102,7 +116,8 @@ class Orchestrator:
 
     def context(self, rid: str, expires_at: datetime | None = None) -> SessionContext:
         _, req = self.ledger.request(rid)
-        return SessionContext(rid, req, self.config.resource(req.resource), self.config, expires_at)
+        resource = self.config.resource(req.resource)
+        return SessionContext(rid, req, resource, self.config, self.home, expires_at)
 
     # activation -------------------------------------------------------------------------
     async def activate(self, rid: str, duration: int) -> None:
@@ -110,14 +125,16 @@ class Orchestrator:
         ctx = self.context(rid, self.clock() + timedelta(seconds=duration))
         secret: dict[str, str] = {}
         try:
-            providers = providers_for(ctx.resource, self.config)
+            providers = providers_for(ctx.resource, self.config, self.home)
         except PlaneError as exc:
-            await self._fail(rid, ctx, str(exc))
+            await self.roll_back(rid, ctx, str(exc))
             return
         for provider in providers:
             outcome = await self._mint_one(rid, ctx, provider)
             if isinstance(outcome, str):
-                await self._fail(rid, ctx, f"{provider.plane} plane ({provider.name}): {outcome}")
+                await self.roll_back(
+                    rid, ctx, f"{provider.plane} plane ({provider.name}): {outcome}"
+                )
                 return
             secret.update(outcome)
             if self.ledger.state(rid) != "activating":  # ended or revoked while we worked
@@ -205,7 +222,7 @@ class Orchestrator:
         self.publish(rid)
         return dict(minted.secret or {})
 
-    async def _fail(self, rid: str, ctx: SessionContext, reason: str) -> None:
+    async def roll_back(self, rid: str, ctx: SessionContext, reason: str) -> None:
         self.ledger.set_state(rid, "activating", self.clock(), detail=f"rolling back: {reason}")
         self.publish(rid)
         await self._teardown_planes(rid, ctx)
@@ -243,7 +260,7 @@ class Orchestrator:
                 "name": step.artifact_name,
             }
         )
-        provider = _provider_named(step.plane, step.provider)
+        provider = _provider_named(step.plane, step.provider, self.home)
         step_id = self.ledger.add_step(
             rid,
             step.plane,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from bgtui.protocol.objects import Request
@@ -65,11 +66,16 @@ class SessionContext:
     request: Request
     resource: Resource
     config: ControllerConfig
+    home: Path
     expires_at: datetime | None = None
 
     @property
     def privilege(self) -> str:
         return self.request.privilege
+
+    def grant(self) -> str:
+        """The target-side name of the approved privilege (ClusterRole, group role, principal)."""
+        return self.resource.grants.get(self.privilege, self.privilege)
 
     @property
     def label(self) -> str:
@@ -78,10 +84,12 @@ class SessionContext:
 
 
 class Provider(Protocol):
-    """One way of resolving one plane."""
+    """One way of resolving one plane; made with the controller's home directory."""
 
     plane: ClassVar[str]
     name: ClassVar[str]
+
+    def __init__(self, home: Path) -> None: ...
 
     def prepare(self, resource: Resource, request: Request | None) -> str:
         """Checks config and says in one line what mint will do; PlaneError if it can't."""

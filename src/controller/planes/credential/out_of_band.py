@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from bgtui.protocol.objects import Request
@@ -11,6 +12,9 @@ from controller.planes.base import Artifact, Minted, SessionContext
 
 class OutOfBand:
     """Mints nothing and tears down nothing; only the network path is opened."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home
 
     plane: ClassVar[str] = "credential"
     name: ClassVar[str] = "out-of-band"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import ClassVar
 
 from bgtui.protocol.objects import Request
@@ -14,6 +15,12 @@ PROBE_TIMEOUT = 3.0
 
 
 def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of `HOST:PORT` or of a URL such as `https://HOST:PORT/path`."""
+    if "://" in address:
+        scheme, _, rest = address.partition("://")
+        address = rest.split("/", 1)[0]
+        if ":" not in address.rpartition("]")[2]:
+            address += ":443" if scheme == "https" else ":80"
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise PlaneError(f"address {address!r} is not HOST:PORT")
@@ -22,6 +29,9 @@ def split_address(address: str) -> tuple[str, int]:
 
 class Direct:
     """Opens nothing; checks the target answers on its address (policy may forbid direct)."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home
 
     plane: ClassVar[str] = "network"
     name: ClassVar[str] = "direct"
