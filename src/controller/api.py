@@ -47,11 +47,15 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+class BodyNotJson(Denied):
+    """A body that does not parse; refused and audited like any other bad input."""
+
+
 def _json_body(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise Denied(400, "body is not JSON") from None
+        raise BodyNotJson(400, "body is not JSON") from None
 
 
 def build_app(controller: Controller) -> Starlette:
@@ -86,6 +90,10 @@ def build_app(controller: Controller) -> Starlette:
                 return _error(exc.status, str(exc))
             try:
                 return await handler(request, caller, body)
+            except BodyNotJson as exc:
+                where = f"{request.method} {request.url.path}"
+                controller.refuse(exc.status, "api.refused", caller, f"{where}: {exc}")
+                return _error(exc.status, str(exc))
             except Denied as exc:
                 return _error(exc.status, str(exc))
             except Refused as exc:

@@ -183,6 +183,25 @@ def serve(
     run_server(_home(ctx), listen, tls_cert, tls_key, log_level)
 
 
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.pass_context
+def sweep(ctx: click.Context, dry_run: bool) -> None:
+    """Remove minted artifacts that no live session owns (after a crash, say).
+
+    Example: bgctl sweep --dry-run
+    """
+    from controller.sweep import sweep as run_sweep
+
+    home = _home(ctx)
+    home.require()
+    found = run_sweep(home, dry_run)
+    for leftover in found:
+        click.echo(leftover.line())
+    if not found:
+        click.echo("nothing to sweep: every minted artifact belongs to a live session")
+
+
 @main.group(cls=RefusingGroup)
 def audit() -> None:
     """Verify and export the signed, hash-chained audit log."""

@@ -40,6 +40,20 @@ def _provider_named(plane: str, name: str, home: Path) -> Provider:
     raise PlaneError(f"no {plane} provider named {name!r} in this controller")
 
 
+def undone_mints(steps: list[Step]) -> list[Step]:
+    """Mint steps (intended, done or failed) whose artifact has no completed teardown."""
+    removed = {
+        (s.plane, s.artifact_kind, s.artifact_name)
+        for s in steps
+        if s.action == "teardown" and s.state == "done"
+    }
+    return [
+        s
+        for s in steps
+        if s.action == "mint" and (s.plane, s.artifact_kind, s.artifact_name) not in removed
+    ]
+
+
 class Orchestrator:
     """Runs activations and teardowns for sessions, and keeps minted secrets in memory only."""
 
@@ -238,17 +252,14 @@ class Orchestrator:
         self._finish(rid, "ended", reason)
 
     async def _teardown_planes(self, rid: str, ctx: SessionContext) -> None:
-        steps = self.ledger.steps(rid)
-        removed = {
-            (s.plane, s.artifact_kind, s.artifact_name)
-            for s in steps
-            if s.action == "teardown" and s.state == "done"
-        }
-        minted = [s for s in steps if s.action == "mint" and s.artifact_kind != CHECK]
-        for step in reversed(minted):
-            if (step.plane, step.artifact_kind, step.artifact_name) in removed:
-                continue
-            await self._remove(rid, ctx, step)
+        for step in reversed(undone_mints(self.ledger.steps(rid))):
+            if step.artifact_kind != CHECK:
+                await self._remove(rid, ctx, step)
+
+    async def sweep_session(self, rid: str) -> None:
+        """Tears down what a finished session still has standing (for `bgctl sweep`)."""
+        await self._teardown_planes(rid, self.context(rid))
+        self.audit.append("sweep.session", "bgctl", {"session": rid}, session=rid)
 
     async def _remove(self, rid: str, ctx: SessionContext, step: Step) -> None:
         artifact = Artifact.from_json(
@@ -309,6 +320,10 @@ class Orchestrator:
     def _finish(self, rid: str, state: str, reason: str) -> None:
         """Signs the teardown receipt, stores it, audits it, and moves to the final state."""
         now = self.clock()
+        for step in self.ledger.steps(rid):
+            if step.action == "mint" and step.state == "intent":  # a crash cut the mint short
+                detail = {**step.detail, "error": f"interrupted: {reason}"}
+                self.ledger.finish_step(step.id, "failed", detail, now)
         steps = self.ledger.steps(rid)
         removals = {
             (s.plane, s.artifact_kind, s.artifact_name): s

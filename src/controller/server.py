@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 import uvicorn
@@ -60,6 +61,10 @@ def serve(
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the
+    # previous handler; a no-op there makes a clean shutdown exit 0, as service managers expect.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     where = f"unix:{uds}" if uds else f"{'https' if tls_cert else 'http'}://{host}:{port}"
     logging.getLogger("bgctl").info("controller %s listening on %s", controller.config.id, where)
     server.run()

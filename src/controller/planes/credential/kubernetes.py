@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
@@ -19,6 +19,9 @@ from bgtui.protocol.objects import Request
 from bgtui.protocol.timefmt import now_utc
 from controller.config import Resource
 from controller.planes.base import Artifact, Minted, PlaneError, SessionContext
+
+if TYPE_CHECKING:
+    from controller.sweep import Leftover
 
 MIN_TOKEN_SECONDS = 600  # the TokenRequest API refuses shorter expirations
 SESSION_LABEL = "bgtui.dev/session"
@@ -45,6 +48,13 @@ def _api_error(exc: Exception) -> PlaneError:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", None) or str(exc)
     return PlaneError(f"kubernetes API: {status} {reason}".strip())
+
+
+def resource_controller(resource: Resource, home: Path) -> str:
+    """The controller id labels name: read from the home's controller.toml."""
+    from controller.config import load_config
+
+    return load_config(home / "controller.toml").id
 
 
 def read_secret(ctx: SessionContext, home: Path, namespace: str, name: str, key: str) -> str:
@@ -166,6 +176,51 @@ class KubernetesCredential:
             "current-context": name,
         }
         return yaml.safe_dump(document, sort_keys=False)
+
+    def sweep(self, resource: Resource, live: set[str], dry_run: bool) -> list[Leftover]:
+        """Objects labelled as this controller's whose session is not live."""
+        from kubernetes.client.exceptions import ApiException
+
+        from controller.sweep import Leftover
+
+        api, core, rbac = api_clients(resource, self.home)
+        selector = f"{CONTROLLER_LABEL}={resource_controller(resource, self.home)}"
+        found: list[Leftover] = []
+        with api:
+            try:
+                listings = [
+                    (
+                        "rolebinding",
+                        rbac.list_role_binding_for_all_namespaces(label_selector=selector).items,
+                    ),
+                    (
+                        "clusterrolebinding",
+                        rbac.list_cluster_role_binding(label_selector=selector).items,
+                    ),
+                    (
+                        "serviceaccount",
+                        core.list_service_account_for_all_namespaces(label_selector=selector).items,
+                    ),
+                ]
+                for kind, items in listings:
+                    for item in items:
+                        session = (item.metadata.labels or {}).get(SESSION_LABEL, "")
+                        if session in live:
+                            continue
+                        namespace = item.metadata.namespace or ""
+                        name = item.metadata.name
+                        if not dry_run:
+                            if kind == "serviceaccount":
+                                core.delete_namespaced_service_account(name, namespace)
+                            elif kind == "rolebinding":
+                                rbac.delete_namespaced_role_binding(name, namespace)
+                            else:
+                                rbac.delete_cluster_role_binding(name)
+                        where = f"{namespace}/{name}" if namespace else name
+                        found.append(Leftover(resource.name, kind, where, session, not dry_run))
+            except ApiException as exc:
+                raise _api_error(exc) from None
+        return found
 
     async def teardown(self, ctx: SessionContext, artifact: Artifact) -> str:
         return await asyncio.to_thread(self._teardown, ctx, artifact)

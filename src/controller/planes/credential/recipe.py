@@ -13,13 +13,16 @@ import os
 import secrets
 import subprocess
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bgtui.protocol.objects import Request
 from bgtui.protocol.timefmt import utc_text
 from controller.config import Resource
 from controller.planes.base import Artifact, Minted, PlaneError, SessionContext
 from controller.recipes import Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from controller.sweep import Leftover
 
 COMMAND_TIMEOUT = 30.0
 
@@ -53,6 +56,11 @@ def expected_command(resource: Resource, privilege: str, home: Path) -> dict[str
     """The exact `command` a request for `privilege` on `resource` must carry."""
     assert resource.recipe is not None
     return load_recipe(resource.recipe, home).command(recipe_inputs(resource, privilege))
+
+
+def _looks_like_session(text: str) -> bool:
+    """Session ids are lowercased ULIDs: 26 characters of Crockford base32."""
+    return len(text) == 26 and all(c in "0123456789abcdefghjkmnpqrstvwxyz" for c in text)
 
 
 class RecipeCredential:
@@ -102,6 +110,35 @@ class RecipeCredential:
         await asyncio.to_thread(self._run_sql, ctx, recipe.teardown, values)
         return f"ran {len(recipe.teardown)} teardown statements of {recipe.name}"
 
+    def sweep(self, resource: Resource, live: set[str], dry_run: bool) -> list[Leftover]:
+        """PostgreSQL roles named bg_<session> whose session is not live."""
+        import psycopg
+
+        from controller.sweep import Leftover
+
+        recipe = self._recipe(resource)
+        if recipe.kind != "sql":
+            return []
+        try:
+            with psycopg.connect(
+                self._admin_dsn(resource), autocommit=True, connect_timeout=10
+            ) as conn:
+                rows = conn.execute(
+                    "SELECT rolname FROM pg_roles WHERE rolname LIKE 'bg\\_%' ESCAPE '\\'"
+                ).fetchall()
+        except psycopg.Error as exc:
+            raise PlaneError(f"postgres: {str(exc).strip().splitlines()[0]}") from None
+        found = []
+        for (name,) in rows:
+            session = name.removeprefix("bg_")
+            if session in live or not _looks_like_session(session):
+                continue
+            if not dry_run:
+                values = {"role_name": name, "password": "", "valid_until": "infinity"}
+                self._run_sql_as(resource, recipe.teardown, values)
+            found.append(Leftover(resource.name, "postgres-role", name, session, not dry_run))
+        return found
+
     # helpers ----------------------------------------------------------------------------
     def _values(
         self, ctx: SessionContext, recipe: Recipe, password: str | None = None
@@ -139,6 +176,11 @@ class RecipeCredential:
     def _run_sql(
         self, ctx: SessionContext, statements: tuple[str, ...], values: dict[str, str]
     ) -> None:
+        self._run_sql_as(ctx.resource, statements, values)
+
+    def _run_sql_as(
+        self, resource: Resource, statements: tuple[str, ...], values: dict[str, str]
+    ) -> None:
         import psycopg
         from psycopg import sql
 
@@ -152,7 +194,7 @@ class RecipeCredential:
         }
         try:
             with psycopg.connect(
-                self._admin_dsn(ctx.resource), autocommit=True, connect_timeout=10
+                self._admin_dsn(resource), autocommit=True, connect_timeout=10
             ) as conn:
                 for statement in statements:
                     conn.execute(sql.SQL(statement).format(**params))

@@ -1,0 +1,91 @@
+"""Free loopback ports and small /proc helpers shared by the sandbox servers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+_PROC = Path("/proc")
+
+
+class SandboxError(RuntimeError):
+    """A sandbox server could not be set up; the message says what is missing or what failed."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago.
+
+    The port is released before returning, so another process can take it first; callers that
+    start a server on it retry with a new port when the bind fails.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` is a running process; a zombie (exited, not yet reaped) counts as dead."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # The command name is in parentheses and may itself contain spaces or parentheses.
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def parent_map() -> dict[int, int]:
+    """pid -> parent pid for every process visible in /proc."""
+    result: dict[int, int] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        result[int(entry.name)] = int(fields[1])
+    return result
+
+
+def descendants(pid: int, parents: dict[int, int] | None = None) -> list[int]:
+    """Every live descendant of `pid` (children first, then theirs), found through /proc."""
+    parents = parent_map() if parents is None else parents
+    children: dict[int, list[int]] = {}
+    for child, parent in parents.items():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    queue = list(children.get(pid, []))
+    while queue:
+        current = queue.pop(0)
+        found.append(current)
+        queue.extend(children.get(current, []))
+    return found
+
+
+def kill_all(pids: Iterable[int], grace: float = 3.0) -> None:
+    """SIGTERM each process, wait up to `grace` seconds, then SIGKILL whatever is left."""
+    targets = [pid for pid in pids if pid > 1 and pid != os.getpid()]
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(pid) for pid in targets):
+        time.sleep(0.05)
+    for pid in targets:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
