@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import os
+import shlex
 from pathlib import Path
 
 import nacl.exceptions
@@ -79,3 +80,51 @@ def write_private(path: Path, text: str) -> None:
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise Refused(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def env_exports(credential: Credential) -> str:
+    """`export NAME='value'` lines for the credential's libpq-style (UPPER_CASE) fields."""
+    names = sorted(n for n in credential if n.isupper() and n.replace("_", "").isalnum())
+    if not names:
+        raise Refused("--env: this session's credential has no environment variables")
+    return "".join(f"export {name}={shlex.quote(credential[name])}\n" for name in names)
+
+
+def write_ssh_dir(directory: Path, key: PrivateKey, credential: Credential, rid: str) -> list[str]:
+    """Session key (0600), certificate, known_hosts and an ssh config in a new 0700 directory."""
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        if any(directory.iterdir()):
+            raise Refused(f"{directory}: not empty; give a new directory") from None
+    os.chmod(directory, 0o700)
+    write_private(directory / "id_ed25519", key.openssh().decode())
+    (directory / "id_ed25519-cert.pub").write_text(credential["certificate"] + "\n")
+    (directory / "id_ed25519.pub").write_text(key.public.openssh(f"bgtui-session-{rid}") + "\n")
+    written = ["id_ed25519", "id_ed25519-cert.pub", "id_ed25519.pub"]
+    host, port, user = (
+        credential.get("host", ""),
+        credential.get("port", "22"),
+        credential.get("user", ""),
+    )
+    known = credential.get("known_hosts")
+    if known:
+        (directory / "known_hosts").write_text(known + "\n")
+        written.append("known_hosts")
+    config = [
+        "Host session",
+        f"  HostName {host}",
+        f"  Port {port}",
+        f"  User {user}",
+        f"  IdentityFile {directory / 'id_ed25519'}",
+        f"  CertificateFile {directory / 'id_ed25519-cert.pub'}",
+        "  IdentitiesOnly yes",
+    ]
+    if known:
+        config += [
+            f"  UserKnownHostsFile {directory / 'known_hosts'}",
+            "  StrictHostKeyChecking yes",
+        ]
+    (directory / "config").write_text("\n".join(config) + "\n")
+    written.append("config")
+    return written

@@ -46,7 +46,18 @@ def state_line(view: View, now: datetime | None = None) -> str:
         needed = view.get("approvals_needed")
         return f"pending  {needed} approval(s) needed" if needed else "pending"
     said = view.get("ended_reason") or view.get("detail")
-    return f"{state}  {said}" if said else state
+    if not said:
+        return state
+    return str(said) if str(said).startswith(f"{state}:") else f"{state}  {said}"
+
+
+def outcome(view: View) -> str:
+    """How a request ended, for one line: `rejected: use the replica`, `expired: …`."""
+    state = str(view.get("state"))
+    said = str(view.get("ended_reason") or view.get("detail") or "")
+    if not said or said.startswith(f"{state}:"):
+        return said or state
+    return f"{state}: {said}"
 
 
 def resources_table(resources: list[dict[str, Any]]) -> list[str]:
@@ -151,8 +162,8 @@ def show_lines(
         lines.append("planes:")
     for step in planes:
         line = (
-            f"  {step.get('action')} {step.get('plane')}/{step.get('provider')} "
-            f"{step.get('kind')} {step.get('name')}: {step.get('state')}"
+            f"  [{step.get('state')}] {step.get('action')} {step.get('plane')}/"
+            f"{step.get('provider')} {step.get('kind')}: {step.get('name')}"
         )
         if step.get("error"):
             line += f"; error: {step['error']}"
@@ -230,4 +241,3 @@ def decision_lines(
             else:
                 lines.append(f"  {key}: {text}")
     return lines
-

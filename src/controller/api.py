@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,7 @@ from bgtui.protocol.httpsig import AuthError, Caller, ReplayCache, verify_reques
 from controller.lifecycle import Controller, Denied
 from controller.openapi import OPENAPI
 
+log = logging.getLogger("bgctl.api")
 MAX_BODY = 64 * 1024
 KEEPALIVE = 15.0
 
@@ -98,6 +100,9 @@ def build_app(controller: Controller) -> Starlette:
                 return _error(exc.status, str(exc))
             except Refused as exc:
                 return _error(422, str(exc))
+            except Exception:  # a bug: log it whole, tell the caller one line
+                log.exception("%s %s failed", request.method, request.url.path)
+                return _error(500, "internal error in the controller; its log has the details")
 
         return endpoint
 
