@@ -110,6 +110,8 @@ class Appliance:
     identities: dict[str, Identity] = field(default_factory=dict)
     target: TcpTarget | None = None
     port: int = 0
+    extra_catalog: str = ""  # more [[resources]] tables, appended to controller.toml
+    secret_files: dict[str, str] = field(default_factory=dict)  # home-relative path -> text (0600)
 
     @property
     def home(self) -> Path:
@@ -139,7 +141,14 @@ class Appliance:
                 target=self.target.address,
                 closed=free_port(),
             )
+            + self.extra_catalog
         )
+        for relative, text in self.secret_files.items():
+            path = self.home / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
         for name, role in (
             ("olive", "operator"),
             ("alice", "approver"),
