@@ -7,7 +7,6 @@ errors are JSON objects with one `error` line, and every refusal is audited.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -145,14 +144,13 @@ def build_app(controller: Controller) -> Starlette:
             try:
                 yield b": connected\n\n"
                 while True:
-                    try:
-                        event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
-                    except TimeoutError:
-                        yield b": keepalive\n\n"
-                        continue
-                    if event is None:
+                    batch = await sub.next_batch(KEEPALIVE)
+                    if batch is None:
                         return
-                    yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                    if not batch:
+                        yield b": keepalive\n\n"
+                    for event in batch:
+                        yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
             finally:
                 controller.events.unsubscribe(sub)
 

@@ -1,14 +1,24 @@
-"""Live updates: an in-process broker whose subscribers each get their own bounded queue."""
+"""Live updates: an in-process broker that keeps each subscriber's newest event per request.
+
+An event stream carries state, not history: if a subscriber falls behind while a thousand
+sessions expire at once, it gets each session's latest view once instead of every step, so no
+subscriber has to be cut off and memory stays bounded by the number of requests.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 Event = dict[str, Any]
+MAX_PENDING = 100_000  # distinct requests a stalled subscriber may have waiting
+
+
+def _key(event: Event) -> str:
+    request = event.get("request")
+    return str(request.get("id")) if isinstance(request, dict) else str(id(event))
 
 
 @dataclass(eq=False)
@@ -16,16 +26,40 @@ class Subscription:
     """One listener (an SSE stream); `accepts` decides which events it may see."""
 
     accepts: Callable[[Event], bool]
-    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(1000))
-    dropped: bool = False
+    pending: dict[str, Event] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    def offer(self, event: Event) -> None:
+        key = _key(event)
+        self.pending.pop(key, None)  # re-insert so the order is that of the newest change
+        self.pending[key] = event
+        if len(self.pending) > MAX_PENDING:
+            self.close()
+        self.ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.pending.clear()
+        self.ready.set()
+
+    async def next_batch(self, timeout: float) -> list[Event] | None:
+        """Events waiting (oldest change first), [] on timeout, None once closed."""
+        if not self.pending and not self.closed:
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        if self.closed:
+            return None
+        self.ready.clear()
+        batch = list(self.pending.values())
+        self.pending.clear()
+        return batch
 
 
 class EventBroker:
-    """Fans each lifecycle event out to every subscriber allowed to see it.
-
-    A subscriber that falls 1,000 events behind is cut off (its stream ends) rather than
-    letting one slow client hold memory; the client reconnects and re-reads state.
-    """
+    """Fans each lifecycle event out to every subscriber allowed to see it."""
 
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
@@ -40,22 +74,15 @@ class EventBroker:
 
     def publish(self, event: Event) -> None:
         for sub in list(self._subscribers):
-            if sub.dropped or not sub.accepts(event):
-                continue
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                sub.dropped = True
+            if sub.closed:
                 self._subscribers.discard(sub)
-                while not sub.queue.empty():
-                    sub.queue.get_nowait()
-                sub.queue.put_nowait(None)
+            elif sub.accepts(event):
+                sub.offer(event)
 
     def close(self) -> None:
         """Ends every stream (on shutdown)."""
         for sub in list(self._subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                sub.queue.put_nowait(None)
+            sub.close()
         self._subscribers.clear()
 
     @property

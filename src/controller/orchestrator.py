@@ -21,7 +21,7 @@ from bgtui.protocol.keys import PublicKey
 from bgtui.protocol.objects import TeardownReceipt
 from bgtui.protocol.sshsig import Signer
 from bgtui.protocol.timefmt import utc_text
-from controller.audit import AuditLog
+from controller.audit import AuditItem, AuditLog
 from controller.config import ControllerConfig
 from controller.ledger import Ledger, Step
 from controller.planes import CREDENTIAL_PROVIDERS, NETWORK_PROVIDERS, providers_for
@@ -79,6 +79,7 @@ class Orchestrator:
         self.on_active = on_active
         self.backoff = backoff
         self._sealed: dict[str, bytes] = {}
+        self._finishing: list[tuple[str, str, str, asyncio.Future[None]]] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     # secrets ----------------------------------------------------------------------------
@@ -212,9 +213,11 @@ class Orchestrator:
             )
             return message
         now = self.clock()
-        by_name = {a.name: a for a in minted.artifacts}
+        # One provider may mint several kinds under one name (a ServiceAccount and its
+        # RoleBinding): match what was made to its intent by plane, kind and name.
+        by_name = {(a.plane, a.kind, a.name): a for a in minted.artifacts}
         for step_id, artifact in zip(ids, planned, strict=True):
-            made = by_name.pop(artifact.name, artifact)
+            made = by_name.pop((artifact.plane, artifact.kind, artifact.name), artifact)
             made.created_at = made.created_at or utc_text(now)
             self.ledger.finish_step(step_id, "done", {"artifact": made.to_json()}, now)
         for extra in by_name.values():  # minted without an announced intent: record it anyway
@@ -240,16 +243,17 @@ class Orchestrator:
         self.ledger.set_state(rid, "activating", self.clock(), detail=f"rolling back: {reason}")
         self.publish(rid)
         await self._teardown_planes(rid, ctx)
-        self._finish(rid, "failed", f"failed: {reason}")
+        await self._finish(rid, "failed", f"failed: {reason}")
 
     # teardown ---------------------------------------------------------------------------
     async def teardown(self, rid: str) -> None:
         """Tears down every plane of a session already in `ending`, then signs its receipt."""
+        await asyncio.sleep(0)  # let the `ending` events and API calls go first in a big batch
         self._sealed.pop(rid, None)
         ctx = self.context(rid)
         await self._teardown_planes(rid, ctx)
         reason = self.ledger.row(rid)["ended_reason"] or "ended"
-        self._finish(rid, "ended", reason)
+        await self._finish(rid, "ended", reason)
 
     async def _teardown_planes(self, rid: str, ctx: SessionContext) -> None:
         for step in reversed(undone_mints(self.ledger.steps(rid))):
@@ -317,8 +321,36 @@ class Orchestrator:
             self.publish(rid)
             return
 
-    def _finish(self, rid: str, state: str, reason: str) -> None:
-        """Signs the teardown receipt, stores it, audits it, and moves to the final state."""
+    async def _finish(self, rid: str, state: str, reason: str) -> None:
+        """Signs the teardown receipt, stores it, audits it, and moves to the final state.
+
+        Sessions that finish in the same turn of the event loop (a batch expiring together)
+        share one transaction and one audit checkpoint, so a thousand expiries cost one commit.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finishing.append((rid, state, reason, done))
+        if len(self._finishing) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_finishes)
+        await done
+
+    def _flush_finishes(self) -> None:
+        batch, self._finishing = self._finishing, []
+        try:
+            with transaction(self.ledger.db):
+                items = [self._close(rid, state, reason) for rid, state, reason, _ in batch]
+                self.audit.append_batch(items)
+        except Exception as exc:  # every waiter learns of the failure; nothing half-written
+            for *_, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for rid, _, _, done in batch:
+            self.publish(rid)
+            if not done.done():
+                done.set_result(None)
+
+    def _close(self, rid: str, state: str, reason: str) -> AuditItem:
+        """Within the caller's transaction: receipt, final state; returns the audit entry."""
         now = self.clock()
         for step in self.ledger.steps(rid):
             if step.action == "mint" and step.state == "intent":  # a crash cut the mint short
@@ -355,20 +387,14 @@ class Orchestrator:
             artifacts=artifacts,
             completed_at=utc_text(now),
         ).sign(self.signer)
-        with transaction(self.ledger.db):
-            if self.ledger.session(rid) is not None:
-                self.ledger.finish_session(rid, now, reason, receipt)
-            self.ledger.set_state(rid, state, now, ended_reason=reason)
-            self.audit.append(
-                "session.receipt",
-                "controller",
-                {
-                    "state": state,
-                    "ended_reason": reason,
-                    "receipt": receipt.to_json(),
-                    "artifacts": len(artifacts),
-                    "request_digest": self.ledger.row(rid)["request_digest"],
-                },
-                session=rid,
-            )
-        self.publish(rid)
+        if self.ledger.session(rid) is not None:
+            self.ledger.finish_session(rid, now, reason, receipt)
+        self.ledger.set_state(rid, state, now, ended_reason=reason)
+        record = {
+            "state": state,
+            "ended_reason": reason,
+            "receipt": receipt.to_json(),
+            "artifacts": len(artifacts),
+            "request_digest": self.ledger.row(rid)["request_digest"],
+        }
+        return ("session.receipt", "controller", record, rid)

@@ -7,6 +7,7 @@ canonical payload bytes with their armored SSHSIG, as they travel and as they ar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import secrets
 import types
@@ -48,7 +49,7 @@ class Payload:
         what = cls.TYPE
         if value.get("type") != cls.TYPE:
             raise Refused(f"malformed {what}: type is {value.get('type')!r}, expected {what!r}")
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         extra = set(value) - fields - {"type"}
         if extra:
@@ -66,6 +67,12 @@ class Payload:
 
     def check(self) -> None:
         """Field-level rules beyond types; subclasses refuse values that make no sense."""
+
+
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    """Resolved field types of a payload class (resolving them on every decode is slow)."""
+    return typing.get_type_hints(cls)
 
 
 def _matches(value: Any, hint: Any) -> bool:
