@@ -370,7 +370,12 @@ async def expiry(
     print(f"sessions active at expiry          {active}")
     print(
         f"'ending' events received           {len(late_ending)}"
-        + (f"  ({missing_ending} never seen on SSE)" if missing_ending else "")
+        + (
+            f"  ({missing_ending} superseded: the stream sends each request's newest state, and "
+            "'ended' came before the stream flushed, so teardown began no later than 'ended')"
+            if missing_ending
+            else ""
+        )
     )
     print(f"teardown began (SSE 'ending' receive time - expires_at)\n    {summary(late_ending)}")
     print(f"session ended (SSE 'ended' receive time - expires_at)\n    {summary(late_ended)}")
