@@ -12,9 +12,10 @@ import hashlib
 import secrets
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 from bgtui.protocol import sshsig
 from bgtui.protocol.canonical import MAX_OBJECT, canonical, parse_canonical
@@ -49,7 +50,7 @@ class Payload:
         what = cls.TYPE
         if value.get("type") != cls.TYPE:
             raise Refused(f"malformed {what}: type is {value.get('type')!r}, expected {what!r}")
-        hints = _hints(cls)
+        hints = _hints(cast(Hashable, cls))
         fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         extra = set(value) - fields - {"type"}
         if extra:
@@ -70,7 +71,7 @@ class Payload:
 
 
 @functools.cache
-def _hints(cls: Any) -> dict[str, Any]:
+def _hints(cls: Hashable) -> dict[str, Any]:
     """Resolved field types of a payload class (resolving them on every decode is slow)."""
     return typing.get_type_hints(cls)
 

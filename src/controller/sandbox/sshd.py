@@ -3,38 +3,14 @@
 Only certificates get in (`AuthorizedKeysFile none`, no passwords), and only for the certificate
 principals listed for the login user (`AuthorizedPrincipalsFile <dir>/principals/%u`).
 
-Finding the live connections of one certificate (sessions_for / terminate_sessions)
-------------------------------------------------------------------------------------
-With `-E logfile` sshd writes bare messages: no timestamps and no PIDs. What the log does carry
-(LogLevel VERBOSE, checked against OpenSSH 9.2) is, per connection::
-
-    Connection from 127.0.0.1 port 35242 on 127.0.0.1 port 2299 rdomain ""
-    Accepted publickey for root from 127.0.0.1 port 35242 ssh2: ED25519-CERT SHA256:...
-        ID key-id-123 (serial 0) CA ED25519 SHA256:...
-
-So the client's source port ties a key ID to a TCP connection. sessions_for(key_id) takes, for
-each source port, the last `Connection from` line and the `Accepted publickey` line after it
-(so a reused source port is never confused with an earlier connection), finds that live
-ESTABLISHED socket in /proc/net/tcp (local = this sshd's port, remote = that source port) and
-returns the PID of the per-connection sshd process that holds it: the direct child of the
-listener ("sshd: USER [priv]"; when the login user is root OpenSSH skips the unprivileged
-post-auth child and it is "sshd: root@notty", "sshd: root@pts/N" or, for `ssh -N`, "sshd: root").
-Linux only: it reads /proc.
-
-It finds: every live, authenticated connection to this sshd whose certificate had that key ID,
-including ones that run no command (`ssh -N`, port forwarding only) and multiplexed masters
-(one PID per TCP connection, whatever the number of channels in it).
-
-It cannot find: connections to any other sshd; connections whose log lines are missing (the log
-was removed or truncated); sockets it may not read (/proc/PID/fd of processes owned by other
-users when not root; here sshd runs as this user, so that does not arise); key IDs that sshd
-rewrote while logging (it escapes non-printable characters, so give printable IDs without
-" (serial "). terminate_sessions also ends the processes started inside those sessions while
-they are still descendants of the connection's sshd; a process that detached itself (double
-fork, `setsid`, `nohup ... &` then reparented) is no longer in that tree and survives. A
-connection still in its handshake is not returned, and one that authenticates after the scan is
-not cut: the certificate stays valid until it expires, so call revoke_key_id() first to stop
-new logins with it (sshd checks its RevokedKeys KRL on every authentication).
+Live connections and revocation
+-------------------------------
+sessions_for / terminate_sessions / revoke_key_id delegate to the controller's production code
+in controller.planes.credential.ssh_sessions (which reads this sshd's log, its port and /proc,
+and needs no handle on the listener); see that module for exactly what it can and cannot find.
+The sshd logs with LogLevel VERBOSE to `log_path` and reads its RevokedKeys KRL from
+`revoked_keys_path`, so a resource with options `sshd_log` and `revoked_keys` set to these
+lets the controller cut and revoke a session's connections here.
 """
 
 from __future__ import annotations
@@ -42,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import re
 import shutil
 import socket
 import subprocess
@@ -53,18 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from controller.sandbox.ports import SandboxError, descendants, free_port, kill_all, parent_map
+from controller.planes.credential import ssh_sessions
+from controller.sandbox.ports import SandboxError, descendants, free_port, kill_all
 
 SSHD = Path("/usr/sbin/sshd")
 DEFAULT_PRINCIPALS = ("bg-admin", "bg-ops")
 _PRIVSEP_DIR = Path("/run/sshd")
 _INSTALL_HINT = "apt-get install openssh-server"
-
-_CONNECTION = re.compile(r"^Connection from (?P<addr>\S+) port (?P<port>\d+) on ")
-_ACCEPTED = re.compile(
-    r"^Accepted publickey for (?P<user>\S+) from (?P<addr>\S+) port (?P<port>\d+) ssh2: "
-    r"\S+-CERT \S+ ID (?P<key_id>.*) \(serial (?P<serial>\d+)\) CA "
-)
 
 
 def available() -> str | None:
@@ -204,6 +174,18 @@ class LoopbackSshd:
         return self.directory / "sshd.log"
 
     @property
+    def revoked_keys_path(self) -> Path:
+        """The KRL sshd reads as RevokedKeys (for a resource's `revoked_keys` option)."""
+        return self.directory / "revoked_keys"
+
+    @property
+    def host_public_key(self) -> str:
+        """The host key as `ssh-ed25519 AAAA...` (for a resource's `host_key` option)."""
+        if self._host_key_line is None:
+            raise SandboxError("sshd sandbox is not running")
+        return self._host_key_line
+
+    @property
     def pid(self) -> int | None:
         """The listener's PID while running."""
         process = self._state.process
@@ -231,60 +213,24 @@ class LoopbackSshd:
 
     def sessions_for(self, key_id: str) -> list[int]:
         """PIDs of the per-connection sshd processes (one per live TCP connection) that
-        authenticated with a certificate whose key ID is `key_id`. See the module docstring
-        for what this can and cannot find."""
+        authenticated with a certificate whose key ID is `key_id` (see ssh_sessions)."""
         process = self._state.process
         if process is None or process.poll() is not None:
             return []
-        ports = _ports_for_key_id(self.log_text(), key_id)
-        if not ports:
-            return []
-        inodes = _established_inodes(self.port, ports)
-        if not inodes:
-            return []
-        parents = parent_map()
-        tree = set(descendants(process.pid, parents))
-        found: set[int] = set()
-        for pid in tree:
-            if inodes & _socket_inodes(pid):
-                # Climb to the listener's direct child: the process that owns the connection.
-                top = pid
-                while parents.get(top) not in (process.pid, None) and parents.get(top) in tree:
-                    top = parents[top]
-                found.add(top)
-        return sorted(found)
+        return ssh_sessions.sessions_for(self.log_path, self.port, key_id)
 
     def terminate_sessions(self, key_id: str) -> int:
         """Ends every live connection of `key_id` (SIGTERM, then SIGKILL after 3 s) along with
         the processes still running under it; returns how many connections were cut."""
-        sessions = self.sessions_for(key_id)
-        if not sessions:
+        process = self._state.process
+        if process is None or process.poll() is not None:
             return 0
-        parents = parent_map()
-        tree = [child for pid in sessions for child in descendants(pid, parents)]
-        kill_all([*sessions, *tree])
-        return len(sessions)
+        return ssh_sessions.terminate_sessions(self.log_path, self.port, key_id)
 
     def revoke_key_id(self, key_id: str) -> None:
         """Adds `key_id` to this sshd's key revocation list: certificates from the CA with that
         key ID are refused from the next authentication on (live connections are not cut)."""
-        if not key_id or "\n" in key_id:
-            raise ValueError("key_id must be one non-empty line")
-        spec = self.directory / "revoke.spec"
-        spec.write_text(f"id: {key_id}\n")
-        try:
-            subprocess.run(
-                [
-                    *("ssh-keygen", "-q", "-k", "-u"),
-                    *("-f", str(self.directory / "revoked_keys")),
-                    *("-s", str(self.directory / "user_ca.pub"), str(spec)),
-                ],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        finally:
-            spec.unlink(missing_ok=True)
+        ssh_sessions.revoke_key_id(self.revoked_keys_path, self.directory / "user_ca.pub", key_id)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -315,7 +261,7 @@ class LoopbackSshd:
         self._host_key_line = f"{public[0]} {public[1]}"
         (tempdir / "user_ca.pub").write_text(self._ca_line + "\n")
         subprocess.run(  # an empty KRL: sshd refuses every key if RevokedKeys is unreadable
-            ["ssh-keygen", "-q", "-k", "-f", str(tempdir / "revoked_keys")],
+            ["ssh-keygen", "-q", "-k", "-f", str(self.revoked_keys_path)],
             check=True,
             capture_output=True,
             timeout=30,
@@ -336,7 +282,7 @@ class LoopbackSshd:
             f"HostKey {tempdir / 'ssh_host_ed25519_key'}",
             f"PidFile {tempdir / 'sshd.pid'}",
             f"TrustedUserCAKeys {tempdir / 'user_ca.pub'}",
-            f"RevokedKeys {tempdir / 'revoked_keys'}",
+            f"RevokedKeys {self.revoked_keys_path}",
             f"AuthorizedPrincipalsFile {tempdir / 'principals'}/%u",
             "AuthorizedKeysFile none",
             "PubkeyAuthentication yes",
@@ -407,54 +353,6 @@ def _wait_for_banner(
         except OSError:
             time.sleep(0.05)
     return False
-
-
-def _ports_for_key_id(log: str, key_id: str) -> set[int]:
-    """Client source ports whose latest connection authenticated with `key_id`."""
-    latest: dict[int, str | None] = {}
-    for line in log.splitlines():
-        connected = _CONNECTION.match(line)
-        if connected:
-            latest[int(connected["port"])] = None
-            continue
-        accepted = _ACCEPTED.match(line)
-        if accepted:
-            latest[int(accepted["port"])] = accepted["key_id"]
-    return {port for port, found in latest.items() if found == key_id}
-
-
-def _established_inodes(local_port: int, remote_ports: set[int]) -> set[str]:
-    """Socket inodes of ESTABLISHED TCP connections local_port <-> one of remote_ports."""
-    inodes: set[str] = set()
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        try:
-            rows = table.read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) < 10 or fields[3] != "01":  # 01 = ESTABLISHED
-                continue
-            local = int(fields[1].rsplit(":", 1)[1], 16)
-            remote = int(fields[2].rsplit(":", 1)[1], 16)
-            if local == local_port and remote in remote_ports:
-                inodes.add(fields[9])
-    return inodes
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    inodes: set[str] = set()
-    fd_dir = Path("/proc") / str(pid) / "fd"
-    try:
-        entries = list(fd_dir.iterdir())
-    except OSError:
-        return inodes
-    for entry in entries:
-        with contextlib.suppress(OSError):
-            target = os.readlink(entry)
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:[") : -1])
-    return inodes
 
 
 __all__ = ["DEFAULT_PRINCIPALS", "LoopbackSshd", "SandboxError", "available"]

@@ -1,56 +1,311 @@
-"""Finding and ending the live SSH connections of a session, from sshd's own log.
+"""Finding and ending the live SSH connections of one certificate, and revoking its key ID.
 
-sshd logs every certificate login with the certificate's key ID, which bgtui sets to the
-session id, under the PID of the connection's privileged process; ending that process closes
-the connection. This works where the controller can read the sshd log and signal its
-processes (the same host, or a host where it runs this with the rights to). Elsewhere the
-certificate's expiry only stops new logins, and connections end with the network path.
+OpenSSH checks a certificate (validity, principals, revocation) only while a connection
+authenticates; an established connection outlives the certificate's expiry. So teardown does two
+things where it can: it adds the session's key ID to sshd's key revocation list (KRL, sshd's
+`RevokedKeys`) so a still-valid certificate cannot log in again, and it ends the connections
+that already logged in with it.
+
+Finding the connections of one key ID (Linux only: it reads /proc)
+-----------------------------------------------------------------
+sshd's log (LogLevel VERBOSE; checked against OpenSSH 9.2) carries, per connection::
+
+    Connection from 127.0.0.1 port 35242 on 127.0.0.1 port 2299 rdomain ""
+    Accepted publickey for root from 127.0.0.1 port 35242 ssh2: ED25519-CERT SHA256:...
+        ID 01HX... (serial 123) CA ED25519 SHA256:...
+
+A bare `sshd -E FILE` log has no prefix; a syslog or journal export prefixes each line with
+`... sshd[PID]: ` (`sshd-session[PID]` from OpenSSH 9.8 on), and then lines are tied to their
+connection by PID, so a log shared by several sshd instances is read correctly too. The client's
+source port of each connection whose latest authentication used that key ID is looked up among
+the ESTABLISHED sockets of /proc/net/tcp and /proc/net/tcp6 whose local port is sshd's port; the
+sshd processes holding that socket (found through /proc/PID/fd) are climbed to the top-most one
+that still holds it and is not the listener (the process holding the LISTEN socket on the port):
+that is the connection's privileged process ("sshd: USER [priv]", or "sshd: root@notty" when
+the login user is root, or the first `sshd-session`). Ending it, and the processes under it,
+closes the connection. It finds every authenticated connection of the key ID, including ones
+that run no command (`ssh -N`, forwarding only) and multiplexing masters (one PID per TCP
+connection, whatever the number of channels in it).
+
+This needs no handle on the listener: only the log, the port and a /proc in which the sshd
+processes are visible and their fds readable (the same host, as root or as sshd's user).
+It cannot see connections to another host or to an sshd in another PID namespace, connections
+whose log lines are gone (rotated or truncated log), or key IDs sshd rewrote while logging
+(bgtui's are ULIDs). A process that detached itself from the connection (double fork, `setsid`,
+`nohup … &` then reparented) is no longer under it and survives. A connection that is still
+authenticating when the scan runs is not cut: revoke the key ID first, so that it fails.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-_ACCEPTED = re.compile(
-    r"\[(?P<pid>\d+)\]: Accepted publickey for \S+ from \S+ port \d+ \S+: "
-    r"\S+-CERT \S+ ID \"?(?P<id>[^\"\s]+)\"? \(serial \d+\)"
+_PROC = Path("/proc")
+_PREFIX = re.compile(r"^(?:.*?\bsshd(?:-session)?\[(?P<pid>\d+)\]: )?(?P<message>.*)$")
+_CONNECTION = re.compile(
+    r"^Connection from (?P<addr>\S+) port (?P<port>\d+) on (?P<local>\S+) port (?P<lport>\d+)"
 )
+_ACCEPTED = re.compile(
+    r"^Accepted publickey for (?P<user>\S+) from (?P<addr>\S+) port (?P<port>\d+) ssh2: "
+    r"\S+-CERT \S+ ID (?P<key_id>.*) \(serial (?P<serial>\d+)\) CA "
+)
+_ESTABLISHED, _LISTEN = "01", "0A"
 
 
-def _is_sshd(pid: int) -> bool:
+class RevocationError(RuntimeError):
+    """ssh-keygen could not update the key revocation list; the message says why."""
+
+
+# -- the log --------------------------------------------------------------------------------
+
+
+def source_ports(log_text: str, port: int, key_id: str) -> set[int]:
+    """Client source ports whose latest connection to sshd port `port` used `key_id`.
+
+    For each source port the last `Connection from` line resets what is known, so a reused
+    source port is never taken for an earlier connection. Lines with an `sshd[PID]:` prefix are
+    matched to their connection by PID, and connections to other ports are ignored.
+    """
+    latest: dict[int, str | None] = {}
+    local_port_of_pid: dict[str, int] = {}
+    for line in log_text.splitlines():
+        prefixed = _PREFIX.match(line)
+        if prefixed is None:  # pragma: no cover - the pattern matches any line
+            continue
+        pid, message = prefixed["pid"], prefixed["message"]
+        connected = _CONNECTION.match(message)
+        if connected:
+            local_port = int(connected["lport"])
+            if pid is not None:
+                local_port_of_pid[pid] = local_port
+            if local_port == port:
+                latest[int(connected["port"])] = None
+            continue
+        accepted = _ACCEPTED.match(message)
+        if accepted:
+            if pid is not None and local_port_of_pid.get(pid, port) != port:
+                continue
+            latest[int(accepted["port"])] = accepted["key_id"]
+    return {source for source, found in latest.items() if found == key_id}
+
+
+# -- /proc ----------------------------------------------------------------------------------
+
+
+def _tcp_inodes(local_port: int, state: str, remote_ports: set[int] | None) -> set[str]:
+    """Socket inodes of TCP sockets in `state` on `local_port` (and one of `remote_ports`)."""
+    inodes: set[str] = set()
+    for table in (_PROC / "net" / "tcp", _PROC / "net" / "tcp6"):
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 10 or fields[3] != state:
+                continue
+            local = int(fields[1].rsplit(":", 1)[1], 16)
+            remote = int(fields[2].rsplit(":", 1)[1], 16)
+            if local == local_port and (remote_ports is None or remote in remote_ports):
+                inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes: set[str] = set()
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        entries = list((_PROC / str(pid) / "fd").iterdir())
+    except OSError:
+        return inodes
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            target = os.readlink(entry)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    parent: int
+    name: str  # the kernel's comm: "sshd" whatever setproctitle made of the command line
+    state: str
+
+
+def _processes() -> dict[int, _Process]:
+    found: dict[int, _Process] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The name is in parentheses and may itself contain spaces or parentheses.
+        head, _, tail = stat.rpartition(")")
+        fields = tail.split()
+        name = head.split("(", 1)[1] if "(" in head else ""
+        found[int(entry.name)] = _Process(int(entry.name), int(fields[1]), name, fields[0])
+    return found
+
+
+def _is_sshd(process: _Process | None) -> bool:
+    return process is not None and process.name.startswith("sshd")
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return False
-    return b"sshd" in cmdline
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
-def sessions_for(log: Path, key_id: str) -> list[int]:
-    """PIDs of live sshd connection processes that logged in with certificate `key_id`."""
+def descendants(pid: int, processes: dict[int, _Process] | None = None) -> list[int]:
+    """Every live descendant of `pid`, children first."""
+    table = _processes() if processes is None else processes
+    children: dict[int, list[int]] = {}
+    for process in table.values():
+        children.setdefault(process.parent, []).append(process.pid)
+    found: list[int] = []
+    queue = list(children.get(pid, []))
+    while queue:
+        current = queue.pop(0)
+        found.append(current)
+        queue.extend(children.get(current, []))
+    return found
+
+
+def _kill_all(pids: Iterable[int], grace: float) -> None:
+    """SIGTERM each process, wait up to `grace` seconds, then SIGKILL whatever is left."""
+    targets = [pid for pid in dict.fromkeys(pids) if pid > 1 and pid != os.getpid()]
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(pid) for pid in targets):
+        time.sleep(0.05)
+    for pid in targets:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+# -- live connections -----------------------------------------------------------------------
+
+
+def sessions_for(log: Path, port: int, key_id: str) -> list[int]:
+    """PIDs of the per-connection sshd processes (one per live TCP connection to sshd's `port`)
+    that authenticated with a certificate whose key ID is `key_id`; [] if the log is unreadable.
+    See the module docstring for what this can and cannot find."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return []
-    pids = {int(m["pid"]) for m in _ACCEPTED.finditer(text) if m["id"] == key_id}
-    return sorted(pid for pid in pids if _is_sshd(pid))
+    ports = source_ports(text, port, key_id)
+    if not ports:
+        return []
+    connections = _tcp_inodes(port, _ESTABLISHED, ports)
+    if not connections:
+        return []
+    listening = _tcp_inodes(port, _LISTEN, None)
+    table = _processes()
+    sockets = {pid: _socket_inodes(pid) for pid, p in table.items() if _is_sshd(p)}
+    listeners = {pid for pid, inodes in sockets.items() if inodes & listening}
+    found: set[int] = set()
+    for pid, inodes in sockets.items():
+        held = inodes & connections
+        if not held or pid in listeners:
+            continue
+        top = pid
+        while True:  # climb while the parent is an sshd that holds the same connection
+            parent = table[top].parent
+            if parent in listeners or not sockets.get(parent, set()) & held:
+                break
+            top = parent
+        found.add(top)
+    return sorted(found)
 
 
-def terminate_sessions(log: Path, key_id: str, grace: float = 2.0) -> int:
-    """Ends every live connection of `key_id` (SIGTERM, then SIGKILL); returns how many."""
-    pids = sessions_for(log, key_id)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_is_sshd(pid) for pid in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if _is_sshd(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    return len(pids)
+def terminate_sessions(log: Path, port: int, key_id: str, grace: float = 3.0) -> int:
+    """Ends every live connection of `key_id` to sshd's `port` (SIGTERM, then SIGKILL after
+    `grace` seconds) with the processes still running under it; returns how many were cut.
+
+    Scans again after cutting, so a connection that finished authenticating meanwhile is cut
+    too (at most three rounds)."""
+    cut: set[int] = set()
+    for _round in range(3):
+        sessions = [pid for pid in sessions_for(log, port, key_id) if pid not in cut]
+        if not sessions:
+            break
+        table = _processes()
+        tree = [child for pid in sessions for child in descendants(pid, table)]
+        _kill_all([*sessions, *tree], grace)
+        cut.update(sessions)
+    return len(cut)
+
+
+# -- revocation -----------------------------------------------------------------------------
+
+
+def revoke_key_id(krl: Path, ca_public: Path, key_id: str) -> None:
+    """Adds `key_id` (for certificates signed by the CA in `ca_public`) to the OpenSSH KRL at
+    `krl`, creating the KRL if it is missing. sshd refuses such certificates from their next
+    authentication on; established connections are not affected.
+
+    The KRL is rewritten in a temporary file beside it and renamed into place (keeping its
+    mode), under an exclusive lock on `KRL.lock`, so sshd never reads a half-written list (it
+    would refuse every key) and two concurrent revocations do not lose one another."""
+    if not key_id or "\n" in key_id:
+        raise ValueError("key_id must be one non-empty line")
+    if shutil.which("ssh-keygen") is None:
+        raise RevocationError("ssh-keygen not found (apt-get install openssh-client)")
+    if not ca_public.is_file():
+        raise RevocationError(f"{ca_public}: the CA public key is missing")
+    directory = krl.parent
+    lock_path = krl.with_name(krl.name + ".lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with tempfile.TemporaryDirectory(prefix=".krl-", dir=directory) as scratch:
+            spec = Path(scratch) / "spec"
+            spec.write_text(f"id: {key_id}\n")
+            updated = Path(scratch) / "krl"
+            exists = krl.exists()
+            if exists:
+                shutil.copyfile(krl, updated)
+            argv = ["ssh-keygen", "-q", "-k", *(["-u"] if exists else [])]
+            result = subprocess.run(
+                [*argv, "-f", str(updated), "-s", str(ca_public), str(spec)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if result.returncode != 0:
+                detail = (result.stderr or result.stdout).strip() or f"exit {result.returncode}"
+                raise RevocationError(f"{krl}: ssh-keygen could not revoke {key_id}: {detail}")
+            os.chmod(updated, krl.stat().st_mode & 0o777 if exists else 0o644)
+            os.replace(updated, krl)
+
+
+__all__ = [
+    "RevocationError",
+    "descendants",
+    "revoke_key_id",
+    "sessions_for",
+    "source_ports",
+    "terminate_sessions",
+]
