@@ -9,6 +9,7 @@ refusals included, and nothing is minted unless every signature checks out.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -32,6 +33,13 @@ from controller.orchestrator import Orchestrator
 from controller.planes import providers_for
 from controller.planes.base import PlaneError
 from controller.planes.credential.recipe import expected_command
+from controller.recordings import (
+    RECORDING_GRACE,
+    SHA256,
+    AuditReader,
+    RecordingFiles,
+    asciicast_problem,
+)
 from controller.scheduler import DeadlineScheduler
 from controller.store import open_store, transaction
 
@@ -362,7 +370,10 @@ class Controller:
         created = parse_utc(req.created_at)
         if created > now + timedelta(seconds=CLOCK_SKEW):
             return f"created_at {req.created_at} is in the future"
-        if created < now - timedelta(seconds=self.config.request_window):
+        # A request signed long ago and held back (by a relay, say) is refused; a short
+        # request window must not make an ordinary slow submission stale.
+        stale_after = max(self.config.request_window, 5 * CLOCK_SKEW)
+        if created < now - timedelta(seconds=stale_after):
             return f"created_at {req.created_at} is older than the request window"
         try:
             resource = self.config.resource(req.resource)
@@ -411,7 +422,10 @@ class Controller:
         except Refused as exc:
             return str(exc)
         if req.command != expected:
-            if not isinstance(req.command, dict) or req.command.get("sha256") != expected["sha256"]:
+            same = ("recipe", "sha256", "text")
+            if not isinstance(req.command, dict) or any(
+                req.command.get(k) != expected[k] for k in same
+            ):
                 return f"the request does not carry recipe {expected['recipe']} as it is now"
             return f"the request's recipe inputs differ from {resource.name}'s"
         return ""
@@ -584,6 +598,98 @@ class Controller:
             "credential_source": self.ledger.request(rid)[1].credential_source,
             "sealed": base64.b64encode(sealed).decode() if sealed else None,
         }
+
+    # audit reads and recordings ---------------------------------------------------------
+    def audit_page(
+        self, caller: Caller, after: int, limit: int, session: str | None = None
+    ) -> dict[str, Any]:
+        """Entries after seq `after`: the whole log for approvers and auditors; an operator
+        reads only the entries of a session of their own (`session`)."""
+        if session is None and caller.role == "operator":
+            raise self.refuse(
+                403,
+                "audit.read_refused",
+                caller,
+                "operators may read only their own sessions' audit entries (?session=ID)",
+            )
+        if session is not None and caller.role == "operator":
+            self._owned(session, caller)
+        return AuditReader(self.db).page(after, limit, session)
+
+    def audit_checkpoints(self, after_size: int, limit: int) -> list[dict[str, Any]]:
+        """Signed checkpoints (size and head only, so any pinned caller may read them)."""
+        return AuditReader(self.db).checkpoints(after_size, limit)
+
+    def audit_head(self) -> dict[str, Any]:
+        """The newest signed checkpoint."""
+        head = AuditReader(self.db).head()
+        if head is None:
+            raise Denied(404, "the audit log has no checkpoint yet")
+        return head
+
+    def upload_recording(self, rid: str, caller: Caller, data: bytes) -> dict[str, Any]:
+        """Stores the session's asciicast recording by its SHA-256 and audits the upload.
+
+        Only the session's operator, while it is active or ending or for RECORDING_GRACE
+        seconds after it ended. The same bytes uploaded again are accepted once.
+        """
+        row = self._owned(rid, caller)
+        if caller.role != "operator" or row["operator_fingerprint"] != caller.fingerprint:
+            raise self.refuse(
+                403,
+                "recording.refused",
+                caller,
+                "only the session's operator may upload its recordings",
+                rid,
+            )
+        state = row["state"]
+        if state not in ("active", "ending"):
+            session = self.ledger.session(rid)
+            ended_at = session["ended_at"] if session else None
+            late = ended_at is None or self.clock() > parse_utc(ended_at) + timedelta(
+                seconds=RECORDING_GRACE
+            )
+            if state != "ended" or late:
+                raise self.refuse(
+                    409,
+                    "recording.refused",
+                    caller,
+                    f"session is {state}; recordings are accepted while it is active and for "
+                    f"{RECORDING_GRACE // 60} minutes after it ends",
+                    rid,
+                )
+        problem = asciicast_problem(data)
+        if problem:
+            raise self.refuse(
+                422, "recording.refused", caller, f"not an asciicast v2 recording: {problem}", rid
+            )
+        sha256 = hashlib.sha256(data).hexdigest()
+        reader = AuditReader(self.db)
+        for known in reader.recordings(rid):
+            if known["sha256"] == sha256:
+                return known
+        RecordingFiles(self.home.path / "recordings").save(rid, sha256, data)
+        self.audit.append(
+            "recording.uploaded", caller.name, {"sha256": sha256, "bytes": len(data)}, session=rid
+        )
+        return reader.recordings(rid)[-1]
+
+    def recordings(self, rid: str, caller: Caller) -> list[dict[str, Any]]:
+        """The session's recordings: [{sha256, bytes, at}] (operators: their own sessions)."""
+        self._owned(rid, caller)
+        return AuditReader(self.db).recordings(rid)
+
+    def recording(self, sha256: str, caller: Caller) -> bytes:
+        """A recording's exact bytes, for approvers, auditors and the session's operator."""
+        rid = AuditReader(self.db).recording_session(sha256) if SHA256.fullmatch(sha256) else None
+        if rid is None:
+            raise Denied(404, f"no recording {sha256!r}")
+        self._owned(rid, caller)
+        data = RecordingFiles(self.home.path / "recordings").read(rid, sha256)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise Denied(409, f"recording {sha256} on disk no longer matches its audited SHA-256")
+        self.audit.append("recording.downloaded", caller.name, {"sha256": sha256}, session=rid)
+        return data
 
     # deadlines --------------------------------------------------------------------------
     async def _deadlines(self, due: list[tuple[str, str]]) -> None:
