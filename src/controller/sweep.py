@@ -51,6 +51,9 @@ def sweep(home: ControllerHome, dry_run: bool = False) -> list[Leftover]:
         ledger = Ledger(db)
         live = {rid.lower() for rid in ledger.ids(LIVE)}
         found = _ledger_leftovers(home, ledger, dry_run)
+        # Several resources may share one target (two catalog entries on one cluster): report
+        # each leftover once, under the first resource that found it.
+        seen: set[tuple[str, str, str]] = set()
         for resource in home.config.resources:
             try:
                 providers = providers_for(resource, home.config, home.path)
@@ -58,8 +61,13 @@ def sweep(home: ControllerHome, dry_run: bool = False) -> list[Leftover]:
                 continue
             for provider in providers:
                 method = getattr(provider, "sweep", None)
-                if method is not None:
-                    found.extend(method(resource, live, dry_run))
+                if method is None:
+                    continue
+                for leftover in method(resource, live, dry_run):
+                    key = (leftover.kind, leftover.name, leftover.session)
+                    if key not in seen:
+                        seen.add(key)
+                        found.append(leftover)
         return found
     finally:
         db.close()
