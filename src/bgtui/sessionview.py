@@ -231,13 +231,40 @@ def decision_lines(
         )
     lines = _pairs(pairs)
     if req.command is not None:
-        lines.append("command (runs exactly as written):")
-        for key in sorted(req.command):
-            value = req.command[key]
-            text = value if isinstance(value, str) else repr(value)
-            if "\n" in text:
-                lines.append(f"  {key}:")
-                lines.extend(f"    {line}" for line in text.splitlines())
-            else:
-                lines.append(f"  {key}: {text}")
+        lines.extend(command_lines(req.command))
+    return lines
+
+
+def _visible(text: str) -> str:
+    """`text` as is, except control characters (which could hide or fake text on a terminal),
+    shown as escapes."""
+    return "".join(
+        c if c == "\t" or c.isprintable() else c.encode("unicode_escape").decode() for c in text
+    )
+
+
+def command_lines(command: dict[str, Any]) -> list[str]:
+    """The command a request carries, for an approver: recipe, hash, its text verbatim (line by
+    line, indented four spaces), then every input as `name = value`, one per line."""
+    lines = ["command (runs exactly as written):"]
+    text = command.get("text")
+    inputs = command.get("inputs")
+    for key in sorted(command):
+        if key in ("text", "inputs"):
+            continue
+        value = command[key]
+        lines.append(f"  {key}: {_visible(value if isinstance(value, str) else repr(value))}")
+    if isinstance(text, str):
+        lines.append("  text (verbatim; its sha256 is what the approval binds):")
+        lines.extend(f"    {_visible(line)}" if line else "" for line in text.split("\n"))
+    elif text is not None:
+        lines.append(f"  text: {_visible(repr(text))}")
+    if isinstance(inputs, dict):
+        lines.append("  inputs:" if inputs else "  inputs: none")
+        for name in sorted(inputs, key=str):
+            value = inputs[name]
+            shown = value if isinstance(value, str) else repr(value)
+            lines.append(f"    {_visible(str(name))} = {_visible(shown)}")
+    elif inputs is not None:
+        lines.append(f"  inputs: {_visible(repr(inputs))}")
     return lines
