@@ -51,6 +51,7 @@ from controller.sandbox.kube_rbac import (
 )
 from controller.sandbox.kube_store import Store
 from controller.sandbox.kube_tls import SimulatorFiles, ensure_pki
+from controller.sandbox.ports import die_with_parent
 
 Obj = dict[str, Any]
 
@@ -296,7 +297,11 @@ class KubeSimulator:
         command += ["--seed", self.seed]
         with self.files.log.open("ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         try:
             self._wait_ready(timeout)

@@ -89,3 +89,19 @@ def kill_all(pids: Iterable[int], grace: float = 3.0) -> None:
         if alive(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """For `Popen(preexec_fn=...)`: the child gets SIGTERM when its parent dies (Linux).
+
+    A sandbox server started by a test or the demo must not outlive it, even when the parent
+    is killed with SIGKILL and gets no chance to clean up.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
