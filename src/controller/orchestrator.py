@@ -25,7 +25,7 @@ from controller.audit import AuditItem, AuditLog
 from controller.config import ControllerConfig
 from controller.ledger import Ledger, Step
 from controller.planes import CREDENTIAL_PROVIDERS, NETWORK_PROVIDERS, providers_for
-from controller.planes.base import Artifact, PlaneError, Provider, SessionContext
+from controller.planes.base import Artifact, PlaneError, Provider, SessionContext, crash_point
 from controller.store import transaction
 
 log = logging.getLogger("bgctl.planes")
@@ -195,7 +195,9 @@ class Orchestrator:
         ]
         self.publish(rid)
         try:
+            crash_point(f"mint:{provider.name}:before")
             minted = await provider.mint(ctx)
+            crash_point(f"mint:{provider.name}:after")
         except Exception as exc:  # a provider's failure of any kind fails the session
             message = str(exc) if isinstance(exc, PlaneError) else f"{type(exc).__name__}: {exc}"
             for step_id, artifact in zip(ids, planned, strict=True):
@@ -291,7 +293,9 @@ class Orchestrator:
         while True:
             attempt += 1
             try:
+                crash_point(f"teardown:{provider.name}:{artifact.kind}:before")
                 how = await provider.teardown(ctx, artifact)
+                crash_point(f"teardown:{provider.name}:{artifact.kind}:after")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep trying: a standing credential is the worst outcome

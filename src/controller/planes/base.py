@@ -7,6 +7,8 @@ artifacts that may or may not exist, and must succeed when there is nothing left
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +16,18 @@ from typing import Any, ClassVar, Protocol
 
 from bgtui.protocol.objects import Request
 from controller.config import ControllerConfig, Resource
+
+CRASH_ENV = "BGCTL_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """Dies here, as SIGKILL would, when BGCTL_CRASH_AT names this point.
+
+    The crash tests use it to stop the controller between any two steps of a provider and
+    prove that restart and sweep leave nothing standing; unset, it does nothing.
+    """
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class PlaneError(Exception):

@@ -18,7 +18,7 @@ import yaml
 from bgtui.protocol.objects import Request
 from bgtui.protocol.timefmt import now_utc
 from controller.config import Resource
-from controller.planes.base import Artifact, Minted, PlaneError, SessionContext
+from controller.planes.base import Artifact, Minted, PlaneError, SessionContext, crash_point
 
 if TYPE_CHECKING:
     from controller.sweep import Leftover
@@ -129,6 +129,7 @@ class KubernetesCredential:
                 core.create_namespaced_service_account(
                     namespace, {"metadata": {"name": name, "labels": labels}}
                 )
+                crash_point("mint:kubernetes:serviceaccount")
                 binding = {
                     "metadata": {"name": name, "labels": labels},
                     "roleRef": {
@@ -142,6 +143,7 @@ class KubernetesCredential:
                     rbac.create_cluster_role_binding(binding)
                 else:
                     rbac.create_namespaced_role_binding(namespace, binding)
+                crash_point("mint:kubernetes:binding")
                 token = core.create_namespaced_service_account_token(
                     name,
                     namespace,
