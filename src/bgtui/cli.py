@@ -158,7 +158,11 @@ class ClientContext:
         return ControllerClient(self.controller(), signer, ca_cert=ca_cert)
 
 
-@click.group(cls=BgtuiGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=BgtuiGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -195,11 +199,16 @@ def main(
 ) -> None:
     """bgtui: break-glass access, customer-signed, time-bounded and audited.
 
-    Start by creating an identity, then give its public key line to the controller's admin:
+    Without a command, bgtui opens the TUI. Start by creating an identity, then give its
+    public key line to the controller's admin:
 
         bgtui keygen --role operator --name alice
     """
     ctx.obj = ClientContext(home, identity_name, controller, ca_cert)
+    if ctx.invoked_subcommand is None:
+        from bgtui.app import launch  # deferred: only the TUI needs Textual
+
+        launch(ctx.obj)
 
 
 @main.command()
@@ -843,6 +852,27 @@ def _field(credential: dict[str, str], name: str, option: str) -> str:
         have = ", ".join(sorted(credential)) or "nothing"
         raise Refused(f"{option}: this session's credential has no {name} (it has {have})")
     return credential[name]
+
+
+@main.command()
+@click.option("--script", is_flag=True, help="Run the whole lifecycle without a screen, checked.")
+@click.option("--keep", is_flag=True, help="Keep the sandbox's files (processes still stop).")
+def demo(script: bool, keep: bool) -> None:
+    """Start a sandbox appliance in a temp dir and open the TUI on it (or script it).
+
+    Everything runs locally and stops on quit. Example:
+
+    \b
+        bgtui demo --script
+    """
+    from bgtui.demo import run_demo
+
+    sys.exit(run_demo(script=script, keep=keep))
+
+
+from bgtui.audit_commands import audit  # noqa: E402  (the `bgtui audit` group)
+
+main.add_command(audit)
 
 
 if __name__ == "__main__":

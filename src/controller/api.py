@@ -22,6 +22,7 @@ from bgtui.protocol.errors import Refused
 from bgtui.protocol.httpsig import AuthError, Caller, ReplayCache, verify_request
 from controller.lifecycle import Controller, Denied
 from controller.openapi import OPENAPI
+from controller.recordings import MAX_PAGE, MAX_RECORDING
 
 log = logging.getLogger("bgctl.api")
 MAX_BODY = 64 * 1024
@@ -34,22 +35,35 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise Denied(413, f"body larger than {MAX_BODY} bytes")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Denied(413, f"body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY:
-            raise Denied(413, f"body larger than {MAX_BODY} bytes")
+        if size > limit:
+            raise Denied(413, f"body larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 class BodyNotJson(Denied):
     """A body that does not parse; refused and audited like any other bad input."""
+
+
+def _int_query(request: Request, name: str, default: int, maximum: int | None = None) -> int:
+    """A non-negative integer query parameter, capped at `maximum`."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 18:
+        raise Denied(400, f"?{name}= must be a non-negative integer")
+    value = int(text)
+    if maximum is not None and value > maximum:
+        raise Denied(400, f"?{name}= may be at most {maximum}")
+    return value
 
 
 def _json_body(body: bytes) -> Any:
@@ -63,10 +77,12 @@ def build_app(controller: Controller) -> Starlette:
     """The ASGI app; its lifespan starts the controller (reconcile, clock) and stops it."""
     replay = ReplayCache()
 
-    def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def authenticated(
+        handler: Handler, max_body: int = MAX_BODY
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                body = await _read_body(request)
+                body = await _read_body(request, max_body)
                 caller = verify_request(
                     request.headers,
                     request.method,
@@ -160,6 +176,31 @@ def build_app(controller: Controller) -> Starlette:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    async def audit_entries(request: Request, caller: Caller, body: bytes) -> Response:
+        after = _int_query(request, "after", 0)
+        limit = _int_query(request, "limit", 1000, MAX_PAGE)
+        session = request.query_params.get("session") or None
+        return JSONResponse(controller.audit_page(caller, after, limit, session))
+
+    async def audit_checkpoints(request: Request, caller: Caller, body: bytes) -> Response:
+        after = _int_query(request, "after_size", 0)
+        limit = _int_query(request, "limit", 1000, MAX_PAGE)
+        return JSONResponse(controller.audit_checkpoints(after, limit))
+
+    async def audit_head(request: Request, caller: Caller, body: bytes) -> Response:
+        return JSONResponse(controller.audit_head())
+
+    async def upload_recording(request: Request, caller: Caller, body: bytes) -> Response:
+        rid = request.path_params["rid"]
+        return JSONResponse(controller.upload_recording(rid, caller, body), status_code=201)
+
+    async def list_recordings(request: Request, caller: Caller, body: bytes) -> Response:
+        return JSONResponse(controller.recordings(request.path_params["rid"], caller))
+
+    async def get_recording(request: Request, caller: Caller, body: bytes) -> Response:
+        data = controller.recording(request.path_params["sha256"], caller)
+        return Response(data, media_type="application/x-asciicast")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await controller.start()
@@ -181,5 +222,15 @@ def build_app(controller: Controller) -> Starlette:
         Route("/v1/requests/{rid}/revoke", authenticated(action("revoke")), methods=["POST"]),
         Route("/v1/requests/{rid}/credentials", authenticated(credentials)),
         Route("/v1/events", authenticated(events)),
+        Route("/v1/audit", authenticated(audit_entries)),
+        Route("/v1/audit/checkpoints", authenticated(audit_checkpoints)),
+        Route("/v1/audit/head", authenticated(audit_head)),
+        Route(
+            "/v1/requests/{rid}/recordings",
+            authenticated(upload_recording, MAX_RECORDING),
+            methods=["POST"],
+        ),
+        Route("/v1/requests/{rid}/recordings", authenticated(list_recordings), methods=["GET"]),
+        Route("/v1/recordings/{sha256}", authenticated(get_recording)),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

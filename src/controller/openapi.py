@@ -44,6 +44,43 @@ def _op(summary: str, ok: Any = _VIEW, body: Any = None, status: str = "200") ->
 
 _RID = [{"name": "rid", "in": "path", "required": True, "schema": {"type": "string"}}]
 
+
+def _query(name: str, description: str, maximum: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": 0}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+_CHECKPOINT = {"$ref": "#/components/schemas/Checkpoint"}
+_RECORDING = {"$ref": "#/components/schemas/Recording"}
+_AUDIT_PAGE = {
+    "type": "object",
+    "required": ["entries", "size"],
+    "properties": {
+        "entries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["seq", "entry", "prev_hash", "hash"],
+                "properties": {
+                    "seq": {"type": "integer"},
+                    "entry": {
+                        "type": "string",
+                        "description": "the entry's canonical JSON, exactly the hashed bytes",
+                    },
+                    "prev_hash": {"type": "string"},
+                    "hash": {
+                        "type": "string",
+                        "description": 'sha256(prev_hash + "\\n" + entry), hex',
+                    },
+                },
+            },
+        },
+        "size": {"type": "integer", "description": "entries in the whole log"},
+    },
+}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -104,6 +141,78 @@ OPENAPI: dict[str, Any] = {
                 {"type": "object", "properties": {"sealed": {"type": ["string", "null"]}}},
             ),
         },
+        "/v1/audit": {
+            "get": {
+                **_op(
+                    "Audit entries after seq `after`, in order. Approvers and auditors read the "
+                    "whole log; an operator only a session of their own, with ?session=ID "
+                    "(403 without it)",
+                    _AUDIT_PAGE,
+                ),
+                "parameters": [
+                    _query("after", "only entries with a greater seq (default 0)"),
+                    _query("limit", "at most this many entries (default 1000)", 5000),
+                    {
+                        "name": "session",
+                        "in": "query",
+                        "description": "only this session's entries",
+                        "schema": {"type": "string"},
+                    },
+                ],
+            }
+        },
+        "/v1/audit/checkpoints": {
+            "get": {
+                **_op(
+                    "Signed checkpoints covering more than `after_size` entries, smallest first",
+                    {"type": "array", "items": _CHECKPOINT},
+                ),
+                "parameters": [
+                    _query("after_size", "only checkpoints with a greater size (default 0)"),
+                    _query("limit", "at most this many (default 1000)", 5000),
+                ],
+            }
+        },
+        "/v1/audit/head": {"get": _op("The newest signed checkpoint", _CHECKPOINT)},
+        "/v1/requests/{rid}/recordings": {
+            "parameters": _RID,
+            "get": _op(
+                "The session's recordings, as the audit log records their uploads",
+                {"type": "array", "items": _RECORDING},
+            ),
+            "post": {
+                **_op(
+                    "Upload an asciicast v2 recording of the session (its operator; while active "
+                    "or ending, or up to 10 minutes after it ended; at most 16 MiB). Stored by "
+                    "SHA-256 and audited as `recording.uploaded` {sha256, bytes}",
+                    _RECORDING,
+                    status="201",
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/x-asciicast": {"schema": {"type": "string"}}},
+                },
+            },
+        },
+        "/v1/recordings/{sha256}": {
+            "parameters": [
+                {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": {
+                "summary": (
+                    "A recording's exact bytes (approvers, auditors, the session's operator); "
+                    "audited as `recording.downloaded`"
+                ),
+                "security": [{"httpSignature": []}],
+                "responses": {
+                    "200": {
+                        "description": "the asciicast v2 file",
+                        "content": {"application/x-asciicast": {"schema": {"type": "string"}}},
+                    },
+                    **_ERRORS,
+                },
+            },
+        },
         "/v1/events": {
             "get": {
                 "summary": "Server-sent events: `event: request` with the request's view as data",
@@ -118,6 +227,27 @@ OPENAPI: dict[str, Any] = {
         },
         "schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+            "Checkpoint": {
+                "type": "object",
+                "required": ["size", "head", "checkpoint"],
+                "properties": {
+                    "size": {"type": "integer"},
+                    "head": {"type": "string"},
+                    "checkpoint": {
+                        **_SIGNED,
+                        "description": "signed by the controller, namespace bgtui-checkpoint@v1",
+                    },
+                },
+            },
+            "Recording": {
+                "type": "object",
+                "required": ["sha256", "bytes", "at"],
+                "properties": {
+                    "sha256": {"type": "string"},
+                    "bytes": {"type": "integer"},
+                    "at": {"type": "string", "description": "when the upload was audited"},
+                },
+            },
             "Request": {
                 "type": "object",
                 "required": ["id", "resource", "state"],

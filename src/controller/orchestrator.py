@@ -278,18 +278,33 @@ class Orchestrator:
             }
         )
         provider = _provider_named(step.plane, step.provider, self.home)
-        step_id = self.ledger.add_step(
-            rid,
-            step.plane,
-            step.provider,
-            "teardown",
-            step.artifact_kind,
-            step.artifact_name,
-            {},
-            self.clock(),
+        # A teardown a crash interrupted is resumed, not left an intent beside a new one.
+        key = (step.plane, step.artifact_kind, step.artifact_name)
+        interrupted = next(
+            (
+                s
+                for s in self.ledger.steps(rid)
+                if s.action == "teardown"
+                and s.state == "intent"
+                and (s.plane, s.artifact_kind, s.artifact_name) == key
+            ),
+            None,
         )
+        if interrupted is not None:
+            step_id = interrupted.id
+        else:
+            step_id = self.ledger.add_step(
+                rid,
+                step.plane,
+                step.provider,
+                "teardown",
+                step.artifact_kind,
+                step.artifact_name,
+                {},
+                self.clock(),
+            )
         delay, ceiling = self.backoff
-        attempt = 0
+        attempt = int(interrupted.detail.get("attempt", 0)) if interrupted is not None else 0
         while True:
             attempt += 1
             try:

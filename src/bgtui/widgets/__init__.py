@@ -1,0 +1,1 @@
+"""Widgets the bgtui screens share: header, countdown, plane progress."""
