@@ -21,7 +21,7 @@ from tests.test_lifecycle_cli import approve, ok, poll, refused, state_is, submi
 from tests.test_mirror import client, controller_rows, session, truncate_tail
 
 from bgtui.audit_commands import OFFLINE
-from bgtui.auditapi import ApiRefused, AuditApi
+from bgtui.client import ApiRefused
 
 CAST = (
     b'{"version": 2, "width": 80, "height": 24, "timestamp": 1767225600}\n'
@@ -143,7 +143,7 @@ def test_exported_bundles_check_out_with_stock_tools(app: Appliance, tmp_path: P
     approve(app, rid)
     poll(app, rid, state_is("active"))
     with client(app, "olive") as c:
-        uploaded = AuditApi(c).upload_recording(rid, CAST)
+        uploaded = c.upload_recording(rid, CAST)
     ok(app.bgtui("olive", "end", rid))
     poll(app, rid, state_is("ended"))
     session(app, "later")
@@ -196,25 +196,24 @@ def test_recordings_upload_list_download_and_audit(tmp_path: Path) -> None:
         rid = str(submit(app)["id"])
         with client(app, "olive") as c:
             with pytest.raises(ApiRefused, match="session is pending") as early:
-                AuditApi(c).upload_recording(rid, CAST)
+                c.upload_recording(rid, CAST)
             assert early.value.status == 409
         approve(app, rid)
         poll(app, rid, state_is("active"))
 
         big = CAST + b'[1.0, "o", "' + b"x" * (1 << 20) + b'"]\n'  # above the 64 KiB JSON cap
         with client(app, "olive") as c:
-            api = AuditApi(c)
-            first = api.upload_recording(rid, CAST)
-            assert api.upload_recording(rid, CAST) == first  # a retry is accepted once
-            second = api.upload_recording(rid, big)
+            first = c.upload_recording(rid, CAST)
+            assert c.upload_recording(rid, CAST) == first  # a retry is accepted once
+            second = c.upload_recording(rid, big)
             for junk, why in ((b"hello\n", "line 1"), (CAST + b"[1]\n", "line 4")):
                 with pytest.raises(ApiRefused, match=why) as bad:
-                    api.upload_recording(rid, junk)
+                    c.upload_recording(rid, junk)
                 assert bad.value.status == 422
             with pytest.raises(ApiRefused, match="larger than") as huge:
-                api.upload_recording(rid, CAST + b" " * (16 * 1024 * 1024))
+                c.upload_recording(rid, CAST + b" " * (16 * 1024 * 1024))
             assert huge.value.status == 413
-            assert [r["sha256"] for r in api.recordings(rid)] == [
+            assert [r["sha256"] for r in c.recordings(rid)] == [
                 first["sha256"],
                 second["sha256"],
             ]
@@ -225,16 +224,16 @@ def test_recordings_upload_list_download_and_audit(tmp_path: Path) -> None:
 
         for who in ("audrey", "alice"):
             with client(app, who) as c:
-                assert AuditApi(c).recording(digest) == CAST
-                assert len(AuditApi(c).recordings(rid)) == 2
+                assert c.recording(digest) == CAST
+                assert len(c.recordings(rid)) == 2
         with client(app, "alice") as c, pytest.raises(ApiRefused, match="operator") as approver:
-            AuditApi(c).upload_recording(rid, CAST)
+            c.upload_recording(rid, CAST)
         assert approver.value.status == 403
         with client(app, "oscar") as c:
             for call in (
-                lambda: AuditApi(c).recording(digest),
-                lambda: AuditApi(c).recordings(rid),
-                lambda: AuditApi(c).upload_recording(rid, CAST),
+                lambda: c.recording(digest),
+                lambda: c.recordings(rid),
+                lambda: c.upload_recording(rid, CAST),
             ):
                 with pytest.raises(ApiRefused) as hidden:
                     call()
@@ -245,7 +244,7 @@ def test_recordings_upload_list_download_and_audit(tmp_path: Path) -> None:
         poll(app, rid, state_is("ended"))
         late = CAST + b'[2.0, "o", "exit\\r\\n"]\n'
         with client(app, "olive") as c:
-            assert AuditApi(c).upload_recording(rid, late)["bytes"] == len(late)
+            assert c.upload_recording(rid, late)["bytes"] == len(late)
 
         uploads = [
             json.loads(entry)

@@ -23,7 +23,7 @@ from bgtui.protocol.timefmt import now_utc, utc_text
 from bgtui.sealing import credential_text, open_sealed, write_private
 from bgtui.sessionview import outcome, state_line
 
-RID = str(ULID())
+RID = "01JD2V6XKQ8ZJ3M4N5P6Q7R8S9"  # fixed: parametrize ids must match across xdist workers
 
 
 def make_request(operator: PrivateKey, **changes: object) -> Request:

@@ -17,8 +17,7 @@ from tests.helpers import run
 from tests.servers import Appliance, appliance
 from tests.test_lifecycle_cli import approve, ok, poll, state_is, submit
 
-from bgtui.auditapi import ApiRefused, AuditApi
-from bgtui.client import ControllerClient
+from bgtui.client import ApiRefused, ControllerClient
 from bgtui.home import ClientHome
 from bgtui.identity import Identity
 from bgtui.mirror import AuditFilter, Mirror, mirror_path
@@ -289,10 +288,10 @@ def test_an_operator_reads_only_their_own_sessions_entries(tmp_path: Path) -> No
             assert refused.value.status == 403
             assert mirror.audit_size() == 0
             mirror.close()
-            own = AuditApi(c).entries(0, session=rid)["entries"]
+            own = c.audit_entries(0, session=rid)["entries"]
         assert own and {json.loads(e["entry"])["session"] for e in own} == {rid}
         with client(app, "oscar") as c, pytest.raises(ApiRefused) as other:
-            AuditApi(c).entries(0, session=rid)
+            c.audit_entries(0, session=rid)
         assert other.value.status == 404
         # approvers and auditors read everything; the operator's refusal is itself audited
         mirror = synced(app, "alice")

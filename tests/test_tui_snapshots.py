@@ -353,19 +353,6 @@ def test_identity_switcher(snap_compare: SnapCompare, tmp_path: Path) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=steps("ctrl+o"))
 
 
-def test_auditor_placeholder(snap_compare: SnapCompare, tmp_path: Path) -> None:
-    # No fixed-seed auditor identity needed: the mode's screen is the same for anyone.
-    home_app = snapshot_app(tmp_path, "olive")
-    run_before = steps()
-
-    async def to_auditor(pilot: Pilot[Any]) -> None:
-        await run_before(pilot)
-        await pilot.app.switch_mode("auditor")
-        await settle(pilot)
-
-    assert snap_compare(home_app, terminal_size=SIZE, run_before=to_auditor)
-
-
 @pytest.mark.parametrize("theme", ["textual-dark", "textual-light"])
 def test_offline_header_follows_theme(
     snap_compare: SnapCompare, tmp_path: Path, theme: str

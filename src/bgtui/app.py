@@ -35,7 +35,14 @@ from bgtui.screens.modals import IdentityScreen, PassphraseScreen
 from bgtui.screens.operator import OperatorScreen
 from bgtui.shell import ShellLauncher, ShellSession
 from bgtui.tui_config import Clock, TuiSettings
-from bgtui.tui_link import EventFollower, KeyOpening, MemoryCache, ViewCache, open_identity
+from bgtui.tui_link import (
+    EventFollower,
+    KeyOpening,
+    MemoryCache,
+    ThreadCache,
+    ViewCache,
+    open_identity,
+)
 
 if TYPE_CHECKING:
     from bgtui.cli import ClientContext
@@ -48,6 +55,13 @@ ClientFactory = Callable[[Identity, Signer], ControllerClient]
 @dataclass
 class ViewsArrived(Message):
     """Views from the controller (a whole listing or one event)."""
+
+    views: list[View]
+
+
+@dataclass
+class CachedViews(Message):
+    """Views from the local store, read after startup: they fill in, never replace."""
 
     views: list[View]
 
@@ -116,13 +130,12 @@ class BgtuiApp(App[None], inherit_bindings=False):
         self.identities = identities
         self.clock = clock
         self.shell_launcher = shell_launcher
-        # Screens read from memory (instant); a Mirror, when given, seeds it (an offline
-        # start shows the last known state) and every view is written through to it.
-        if isinstance(cache, MemoryCache):
-            self.memory = cache
-        else:
-            self.memory = MemoryCache(cache.views() if cache is not None else ())
+        # Screens read from memory (instant); a Mirror, when given, seeds it after the first
+        # frame (an offline start shows the last known state) and every view is written
+        # through to it.
+        self.memory = cache if isinstance(cache, MemoryCache) else MemoryCache()
         self.cache: ViewCache = cache if cache is not None else self.memory
+        self._cache_read = self.cache is self.memory
         self.identity: Identity | None = None
         self.key: PrivateKey | None = None
         self.signer: Signer | None = None
@@ -143,6 +156,10 @@ class BgtuiApp(App[None], inherit_bindings=False):
             self.action_switch_identity()
         else:
             self.use_identity(chosen)
+
+    @work(thread=True, exit_on_error=False, group="cache")
+    def _read_cache(self) -> None:
+        self.post_message(CachedViews(self.cache.views()))
 
     def _initial_identity(self) -> Identity | None:
         if self.settings.identity_name:
@@ -170,22 +187,32 @@ class BgtuiApp(App[None], inherit_bindings=False):
         if opening.signer is None:
             self.notify(opening.error or "cannot open the identity", severity="error")
             return
-        try:
-            client = self.client_factory(identity, opening.signer)
-        except Refused as exc:
-            self.notify(str(exc), severity="error")
-            return
+        # The mode's screen first, then the client: building one loads httpx and the TLS
+        # trust store, so it happens off the event loop while the screen is already up.
         self._stop_following()
         self.identity, self.key, self.signer, self.client = (
             identity,
             opening.key,
             opening.signer,
-            client,
+            None,
         )
         await self.switch_mode(identity.role)
         self.identity_changed.publish(identity)
         self.views_changed.publish(None)
         self.connection = "connecting"
+        if not self._cache_read:
+            # After the mode's first frame: reading the store loads SQLite, and that work
+            # would only slow the frame down.
+            self._cache_read = True
+            self.screen.call_after_refresh(self._read_cache)
+        try:
+            client = await asyncio.to_thread(self.client_factory, identity, opening.signer)
+        except Refused as exc:
+            self.connection_detail = str(exc)
+            self.connection = "offline"
+            self.notify(str(exc), severity="error")
+            return
+        self.client = client
         self.follower = EventFollower(
             client,
             lambda state, detail: self.post_message(ConnectionChanged(state, detail)),
@@ -223,6 +250,11 @@ class BgtuiApp(App[None], inherit_bindings=False):
                 self.log.warning(f"mirror write failed: {exc}")
         rid = str(message.views[0]["id"]) if len(message.views) == 1 else None
         self.views_changed.publish(rid)
+
+    @on(CachedViews)
+    def _cached_views(self, message: CachedViews) -> None:
+        self.memory.seed(message.views)
+        self.views_changed.publish(None)
 
     @on(CatalogArrived)
     def _catalog_arrived(self, message: CatalogArrived) -> None:
@@ -335,7 +367,7 @@ def create_app(
 
 def binding_ids() -> set[str]:
     """Every binding id a user may rebind in `[keymap]`."""
-    from bgtui.screens import approval, modals, request_form, session
+    from bgtui.screens import approval, auditor, modals, request_form, session
 
     classes: list[Any] = [
         BgtuiApp,
@@ -346,6 +378,7 @@ def binding_ids() -> set[str]:
         request_form.RequestFormScreen,
         modals.ConfirmScreen,
         HelpScreen,
+        *auditor.binding_classes(),
     ]
     ids = set()
     for cls in classes:
@@ -376,7 +409,8 @@ def launch(context: ClientContext) -> None:
         identity_name=context.identity_name,
         **tui_options(home.config_path, binding_ids()),
     )
-    mirror = _open_mirror(home, settings.controller)
+    # Opened in its own thread once the app asks, so the first frame never waits on SQLite.
+    mirror = ThreadCache(partial(_open_mirror, home, settings.controller))
     app = create_app(
         settings,
         client_factory=lambda identity, signer: context.client(signer),
@@ -388,8 +422,7 @@ def launch(context: ClientContext) -> None:
     try:
         app.run()
     finally:
-        if mirror is not None:
-            mirror.close()
+        mirror.close()
 
 
 def _open_mirror(home: ClientHome, url: str) -> Mirror | None:

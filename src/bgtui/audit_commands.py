@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bgtui.auditapi import ApiRefused, AuditApi, Unreachable
-from bgtui.client import ControllerClient, request_id
+from bgtui.client import ApiRefused, ControllerClient, Unreachable, request_id
 from bgtui.clikit import print_json
 from bgtui.mirror import AuditFilter, AuditRow, Mirror, SyncResult, mirror_path
 from bgtui.protocol.errors import Refused
@@ -61,7 +60,7 @@ def opened(obj: ClientContext, *, warn: bool = True) -> Iterator[Opened]:
     if url is not None:
         client = obj.client(obj.signer())
         try:
-            info = AuditApi(client).info()
+            info = client.info()
         except Unreachable as exc:
             client.close()
             client, reason = None, str(exc)
@@ -260,10 +259,10 @@ def _own_session(state: Opened, rid: str | None) -> list[AuditRow]:
     assert state.refused is not None and state.client is not None
     if rid is None:
         raise Refused(f"{state.refused}; give --session ID for a session of yours")
-    api = AuditApi(state.client)
+    client = state.client
     rows, after = [], 0
     while True:
-        page = api.entries(after, session=rid).get("entries") or []
+        page = client.audit_entries(after, session=rid).get("entries") or []
         for item in page:
             value = json.loads(item["entry"])
             rows.append(

@@ -3,35 +3,55 @@
 `ControllerClient` speaks to `bgctl serve` over its Unix socket (`unix:PATH`) or TCP
 (`http(s)://HOST:PORT`, TLS checked against a given CA). Each call carries an RFC 9421 signature
 by the caller's identity over the exact bytes sent; the controller's `{"error": …}` answers come
-back as `Refused`. Nothing here trusts what the controller says about a signed object: callers
-that act on a request (approvers) check its signature themselves (`verified_request`).
+back as `ApiRefused` (with the HTTP status), a controller that does not answer as `Unreachable`
+(so callers can fall back to the local mirror); both are `Refused`. Nothing here trusts what the
+controller says about a signed object: callers that act on a request (approvers) check its
+signature themselves (`verified_request`), the audit mirror checks the chain and checkpoints.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
-
-import httpx
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 from bgtui.protocol import sshsig
 from bgtui.protocol.errors import Refused
 from bgtui.protocol.httpsig import sign_request
 from bgtui.protocol.objects import Request, Signed
 
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
 CONTROLLER_ENV = "BGTUI_CONTROLLER"
 CA_CERT_ENV = "BGTUI_CA_CERT"
 FINAL_STATES = ("ended", "rejected", "cancelled", "expired", "failed")
+AUDIT_PAGE = 5000  # the most entries or checkpoints the controller sends in one answer
+ASCIICAST = "application/x-asciicast"
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 _UDS_BASE = "http://bgctl"
 
 View = dict[str, Any]
+Items = list[Any]  # the name `list` is taken inside ControllerClient
+
+
+class Unreachable(Refused):
+    """The controller did not answer: not running, wrong address, or too slow."""
+
+
+class ApiRefused(Refused):
+    """The controller answered with an error; `status` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def request_id(text: str) -> str:
@@ -87,9 +107,18 @@ def verified_request(view: View) -> tuple[Signed, Request]:
     return signed, req
 
 
+def checkpoint_of(item: Any) -> tuple[int, Signed]:
+    """(size, signed) from a `{size, head, checkpoint}` item; the signed payload is what counts."""
+    if not isinstance(item, dict) or not isinstance(item.get("size"), int):
+        raise Refused("the controller sent a malformed checkpoint")
+    return item["size"], Signed.from_json(item.get("checkpoint"))
+
+
 def _tls_verify(ca_cert: Path | None) -> ssl.SSLContext | bool:
     if ca_cert is None:
         return True
+    import ssl
+
     try:
         return ssl.create_default_context(cafile=str(ca_cert))
     except (OSError, ssl.SSLError) as exc:
@@ -107,6 +136,8 @@ class ControllerClient:
         ca_cert: Path | None = None,
         timeout: float = 30,
     ) -> None:
+        import httpx  # deferred: a fifth of a second to import, and only a call needs it
+
         self.url = url
         self.signer = signer
         self.timeout = timeout
@@ -140,28 +171,51 @@ class ControllerClient:
         self.close()
 
     # transport --------------------------------------------------------------------------
-    def _build(self, method: str, path: str, body: Any = None) -> httpx.Request:
-        content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+    def _send(
+        self,
+        method: str,
+        path: str,
+        content: bytes = b"",
+        content_type: str | None = None,
+        *,
+        stream: bool = False,
+    ) -> httpx.Response:
+        import httpx
+
         request = self._http.build_request(method, path, content=content)
-        if content:
-            request.headers["Content-Type"] = "application/json"
+        if content_type is not None:
+            request.headers["Content-Type"] = content_type
         # Sign what goes on the wire: the URL httpx built and the exact body bytes.
         query = request.url.query.decode()
         request.headers.update(sign_request(self.signer, method, request.url.path, query, content))
-        return request
+        try:
+            response = self._http.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            try:
+                response.read()
+            except httpx.TransportError as exc:
+                raise self._unreachable(exc) from None
+            finally:
+                response.close()
+            raise self._refusal(response)
+        return response
 
-    def _unreachable(self, exc: httpx.TransportError) -> Refused:
+    def _unreachable(self, exc: httpx.TransportError) -> Unreachable:
+        import httpx
+
         if isinstance(exc, httpx.TimeoutException):
-            return Refused(
+            return Unreachable(
                 f"the controller at {self.url} did not answer within {self.timeout:g}s ({exc})"
             )
         said = str(exc) or type(exc).__name__
-        return Refused(
+        return Unreachable(
             f"cannot reach the controller at {self.url}: {said}; is `bgctl serve` running?"
         )
 
     @staticmethod
-    def _refusal(response: httpx.Response) -> Refused:
+    def _refusal(response: httpx.Response) -> ApiRefused:
         try:
             message = response.json().get("error")
         except (ValueError, AttributeError):
@@ -169,17 +223,17 @@ class ControllerClient:
         if not isinstance(message, str) or not message:
             message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
         if response.status_code >= 500:
-            return Refused(f"controller error: {message}")
-        return Refused(" ".join(message.split()))
+            return ApiRefused(response.status_code, f"controller error: {message}")
+        return ApiRefused(response.status_code, " ".join(message.split()))
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        request = self._build(method, path, body)
-        try:
-            response = self._http.send(request)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from None
-        if response.status_code >= 400:
-            raise self._refusal(response)
+        """The JSON answer to a call with an optional JSON `body`."""
+        if body is None:
+            return self._json(self._send(method, path))
+        content = json.dumps(body, separators=(",", ":")).encode()
+        return self._json(self._send(method, path, content, "application/json"))
+
+    def _json(self, response: httpx.Response) -> Any:
         try:
             return response.json()
         except ValueError:
@@ -240,23 +294,25 @@ class ControllerClient:
         result: dict[str, Any] = self._call("GET", f"/v1/requests/{request_id(rid)}/credentials")
         return result
 
-    def events(self) -> Iterator[dict[str, Any]]:
-        """Parsed events from the live stream (`/v1/events`) until the controller ends it."""
+    def events(self, on_open: Callable[[], object] | None = None) -> Iterator[dict[str, Any]]:
+        """Parsed events from the live stream (`/v1/events`) until the controller ends it.
+
+        `on_open` runs once the controller has subscribed us, before any event: what it reads
+        then cannot miss a change, since every later one comes down the stream.
+        """
         for event in self._stream():
-            if event is not None:
+            if event is None:
+                if on_open is not None:
+                    on_open()
+            else:
                 yield event
 
     def _stream(self) -> Iterator[dict[str, Any] | None]:
         """The event stream, led by one None once the controller has subscribed us."""
-        request = self._build("GET", "/v1/events")
+        import httpx
+
+        response = self._send("GET", "/v1/events", stream=True)
         try:
-            response = self._http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from None
-        try:
-            if response.status_code >= 400:
-                response.read()
-                raise self._refusal(response)
             yield None
             yield from _parse_sse(response.iter_lines())
         except httpx.TransportError as exc:
@@ -284,6 +340,44 @@ class ControllerClient:
         for _ in range(reconnects + 1):
             yield from self.watch(rid)
         raise Refused(f"the controller at {self.url} keeps closing the event stream")
+
+    # audit log and recordings (DESIGN §6) -------------------------------------------------
+    def audit_entries(self, after: int, limit: int = AUDIT_PAGE, session: str | None = None) -> Any:
+        """`{"entries": [{seq, entry, prev_hash, hash}…], "size": N}` after seq `after`."""
+        query: dict[str, Any] = {"after": after, "limit": min(limit, AUDIT_PAGE)}
+        if session is not None:
+            query["session"] = request_id(session)
+        return self._call("GET", f"/v1/audit?{urlencode(query)}")
+
+    def audit_checkpoints(self, after_size: int, limit: int = AUDIT_PAGE) -> Items:
+        """Signed checkpoints covering more than `after_size` entries, smallest first."""
+        query = urlencode({"after_size": after_size, "limit": min(limit, AUDIT_PAGE)})
+        result = self._call("GET", f"/v1/audit/checkpoints?{query}")
+        if not isinstance(result, list):
+            raise Refused("the controller sent a malformed checkpoint list")
+        return result
+
+    def audit_head(self) -> Any:
+        """The newest signed checkpoint, `{size, head, checkpoint}`."""
+        return self._call("GET", "/v1/audit/head")
+
+    def upload_recording(self, rid: str, data: bytes) -> dict[str, Any]:
+        """Uploads an asciicast v2 recording of the caller's session: {sha256, bytes, at}."""
+        path = f"/v1/requests/{request_id(rid)}/recordings"
+        result: dict[str, Any] = self._json(self._send("POST", path, data, ASCIICAST))
+        return result
+
+    def recordings(self, rid: str) -> Items:
+        """The session's recordings as the audit log lists them: [{sha256, bytes, at}]."""
+        result: Items = self._call("GET", f"/v1/requests/{request_id(rid)}/recordings")
+        return result
+
+    def recording(self, sha256: str) -> bytes:
+        """A recording's exact bytes, checked against `sha256` before they are returned."""
+        data = self._send("GET", f"/v1/recordings/{sha256}").content
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise Refused(f"the controller sent recording {sha256[:12]}… with other bytes")
+        return data
 
 
 def _parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

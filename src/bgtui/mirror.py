@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bgtui.auditapi import AuditApi, checkpoint_of
-from bgtui.client import ControllerClient
+from bgtui.client import ControllerClient, checkpoint_of
 from bgtui.home import ClientHome
 from bgtui.mirror_schema import (
     AuditFilter,
@@ -358,15 +357,14 @@ class Mirror:
         Raises `Refused` when the controller can't be reached or refuses (operators may not
         read the whole log) or sends a checkpoint that does not verify.
         """
-        api = AuditApi(client)
         self._check_pinned(controller_key)
         size, head = self._tail()
         verified = self.last_verified()
-        newest, newest_signed = self._checked(api.head(), controller_key)
+        newest, newest_signed = self._checked(client.audit_head(), controller_key)
         self._pin(controller_key, client.url)  # only a key that signed a checkpoint
         try:
-            self._check_extends(api, controller_key, size, head, verified, newest)
-            fetched = self._fetch(api, size, head, newest, newest_signed, progress)
+            self._check_extends(client, controller_key, size, head, verified, newest)
+            fetched = self._fetch(client, size, head, newest, newest_signed, progress)
         except Diverged as diverged:
             return SyncResult(
                 0,
@@ -379,7 +377,7 @@ class Mirror:
 
     def _check_extends(
         self,
-        api: AuditApi,
+        client: ControllerClient,
         key: PublicKey,
         size: int,
         head: str,
@@ -394,14 +392,14 @@ class Mirror:
         if newest.size == size and newest.head != head:
             raise Diverged(f"its checkpoint at size {size} names another head than our copy")
         if size:
-            theirs = api.entries(after=size - 1, limit=1).get("entries") or []
+            theirs = client.audit_entries(after=size - 1, limit=1).get("entries") or []
             if not theirs or theirs[0].get("seq") != size:
                 raise Diverged(f"it no longer serves entry {size}")
             if theirs[0].get("hash") != head or theirs[0].get("entry") != self._text(size):
                 raise Diverged(f"its entry {size} differs from our copy: history was rewritten")
         if verified is not None:
             at, verified_head = verified
-            found = api.checkpoints(after_size=at - 1, limit=1)
+            found = client.audit_checkpoints(after_size=at - 1, limit=1)
             if not found or found[0].get("size") != at:
                 raise Diverged(f"the checkpoint at size {at} we verified is gone")
             try:
@@ -420,7 +418,7 @@ class Mirror:
 
     def _fetch(
         self,
-        api: AuditApi,
+        client: ControllerClient,
         size: int,
         head: str,
         newest: Checkpoint,
@@ -431,7 +429,7 @@ class Mirror:
         target, seq, prev = newest.size, size, head
         with self._transaction():
             while seq < target:
-                page = api.entries(after=seq, limit=min(PAGE, target - seq)).get("entries")
+                page = client.audit_entries(after=seq, limit=min(PAGE, target - seq)).get("entries")
                 if not page:
                     raise Refused(
                         f"the controller signed a checkpoint for {target} entries "
@@ -476,7 +474,7 @@ class Mirror:
     ) -> tuple[int, str]:
         """Fetches, checks and keeps the controller's first checkpoint covering `at_least`
         entries (so a session's evidence ends right after the session)."""
-        found = AuditApi(client).checkpoints(after_size=at_least - 1, limit=1)
+        found = client.audit_checkpoints(after_size=at_least - 1, limit=1)
         if not found:
             raise Refused(f"the controller has no checkpoint covering entry {at_least}")
         checkpoint, signed = self._checked(found[0], controller_key)
@@ -570,11 +568,10 @@ class Mirror:
 
     def fetch_recordings(self, client: ControllerClient, session: str) -> list[Path]:
         """Downloads the session's recordings named in the local log and not yet here."""
-        api = AuditApi(client)
         paths = []
         for sha256 in self.session_recordings(session):
             path = self.recording_path(sha256)
-            paths.append(path or self.save_recording(sha256, api.recording(sha256)))
+            paths.append(path or self.save_recording(sha256, client.recording(sha256)))
         return paths
 
     # export -------------------------------------------------------------------------------

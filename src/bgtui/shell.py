@@ -5,6 +5,12 @@
 real terminal and gives the terminal back. When the session ends while the program runs, the
 `ended` event fires (set from the app's event-stream thread) and a watcher closes the SSH
 channel or hangs up the subprocess, so a revoked session cannot linger in an open shell.
+
+An SSH shell is recorded as asciicast v2 (bgtui.recording) when the session names a client
+home to record in (`record_home`): output, input and resizes, in a 0600 file under
+`<home>/recordings/<request id>/`. The launcher closes the file when the shell ends and hands
+its path back in `ShellOutcome.recording`; uploading it is the caller's business (the TUI does
+it in a worker once the terminal is back). Without a recording file the shell is not opened.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from typing import Any, Protocol
 
 from textual.app import App, SuspendNotSupported
 
+from bgtui.protocol.errors import Refused
 from bgtui.protocol.keys import PrivateKey
+from bgtui.recording import AsciicastWriter, new_recording_path
 
 Credential = dict[str, str]
 
@@ -45,6 +53,7 @@ class ShellSession:
     session_key: PrivateKey | None
     ended: threading.Event = field(default_factory=threading.Event)
     ended_reason: str = ""  # why, once `ended` is set
+    record_home: Path | None = None  # the client home an SSH shell is recorded in
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class ShellOutcome:
     ran: bool
     message: str
     exit_code: int | None = None
+    recording: Path | None = None  # the closed asciicast file, to upload
 
 
 class ShellLauncher(Protocol):
@@ -78,9 +88,10 @@ class TerminalShellLauncher:
         self.recorder_factory = recorder_factory
 
     def launch(self, app: App[Any], session: ShellSession) -> ShellOutcome:
+        writers: list[AsciicastWriter] = []
         try:
             with app.suspend():
-                code = self._run(session)
+                code = self._run(session, writers)
         except SuspendNotSupported:
             return ShellOutcome(
                 False,
@@ -88,17 +99,26 @@ class TerminalShellLauncher:
                 f"`bgtui connect {session.request_id}` from a shell instead",
             )
         except (OSError, RuntimeError, ValueError) as exc:
-            return ShellOutcome(False, f"could not open the session: {exc}")
+            recording = _close_recording(writers)
+            return ShellOutcome(False, f"could not open the session: {exc}", recording=recording)
+        recording = _close_recording(writers)
         if session.ended.is_set():
-            return ShellOutcome(True, "the session ended, so its shell was closed", code)
-        return ShellOutcome(True, f"shell closed (exit {code})", code)
+            return ShellOutcome(True, "the session ended, so its shell was closed", code, recording)
+        return ShellOutcome(True, f"shell closed (exit {code})", code, recording)
 
-    def _run(self, session: ShellSession) -> int:
-        recorder = self.recorder_factory(session) if self.recorder_factory else Recorder()
+    def _run(self, session: ShellSession, writers: list[AsciicastWriter]) -> int:
         credential = session.credential or {}
         if session.kind == "ssh":
             if session.session_key is None or "certificate" not in credential:
                 raise RuntimeError("an SSH session needs the session key and its certificate")
+            if self.recorder_factory is not None:
+                recorder = self.recorder_factory(session)
+            elif session.record_home is not None:
+                writer = _open_recording(session, credential)
+                writers.append(writer)
+                recorder = Recorder(writer.output, writer.input, writer.resize)
+            else:
+                recorder = Recorder()
             return SshRunner(credential, session.session_key, session.ended, recorder).run()
         if session.kind == "kubernetes":
             return _kubectl_shell(credential, session)
@@ -107,6 +127,54 @@ class TerminalShellLauncher:
             return _watched([shutil.which("psql") or "psql"], env, session.ended)
         env = {"BGTUI_SESSION": session.request_id, "BGTUI_ADDRESS": session.address}
         return _watched([_user_shell()], env, session.ended)
+
+
+def _open_recording(session: ShellSession, credential: Credential) -> AsciicastWriter:
+    """A new asciicast file for this SSH shell, sized like the terminal it is about to get."""
+    assert session.record_home is not None
+    try:
+        path = new_recording_path(session.record_home, session.request_id)
+    except (OSError, Refused) as exc:
+        raise RuntimeError(f"cannot record it, so it was not opened: {exc}") from None
+    columns, lines = _terminal_size(sys.stdout.fileno())
+    where = f"{credential.get('user')}@{credential.get('host', '127.0.0.1')}"
+    where += f":{credential.get('port', '22')}"
+    try:
+        return AsciicastWriter.create(
+            path,
+            columns,
+            lines,
+            title=f"bgtui session {session.request_id}: ssh {where}",
+            env={"TERM": os.environ.get("TERM", ""), "SHELL": os.environ.get("SHELL", "")},
+        )
+    except OSError as exc:
+        raise RuntimeError(f"cannot record it in {path}, so it was not opened: {exc}") from None
+
+
+def _close_recording(writers: list[AsciicastWriter]) -> Path | None:
+    """Closes the shell's recording; its path, or None when there was none (or nothing in it:
+    the connection never opened)."""
+    for writer in writers:
+        writer.close()
+        if writer.path is None:
+            continue
+        if writer.events == 0:
+            writer.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                writer.path.parent.rmdir()
+            continue
+        return writer.path
+    return None
+
+
+def _terminal_size(fd: int) -> tuple[int, int]:
+    """(columns, lines) of the terminal on `fd` (not $COLUMNS/$LINES, which go stale)."""
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        fallback = shutil.get_terminal_size()
+        return fallback.columns, fallback.lines
+    return size.columns, size.lines
 
 
 def _user_shell() -> str:
@@ -184,34 +252,46 @@ class SshRunner:
         return client
 
     def run(self) -> int:
-        client = self._client()
+        import paramiko  # deferred: only a connect needs it
+
         try:
-            size = shutil.get_terminal_size()
+            client = self._client()
+        except paramiko.SSHException as exc:
+            where = f"{self.credential.get('host', '127.0.0.1')}:{self.credential.get('port')}"
+            raise RuntimeError(f"SSH to {where} failed: {exc}") from None
+        try:
+            columns, lines = _terminal_size(sys.stdout.fileno())
             channel = client.invoke_shell(
-                term=os.environ.get("TERM", "xterm-256color"),
-                width=size.columns,
-                height=size.lines,
+                term=os.environ.get("TERM", "xterm-256color"), width=columns, height=lines
             )
             if self.recorder.on_resize:
-                self.recorder.on_resize(size.columns, size.lines)
+                self.recorder.on_resize(columns, lines)
             self._copy(channel)
             return int(channel.recv_exit_status()) if channel.exit_status_ready() else -1
+        except paramiko.SSHException as exc:
+            raise RuntimeError(f"the SSH connection failed: {exc}") from None
         finally:
             client.close()
 
     def _copy(self, channel: Any) -> None:
         stdin = sys.stdin.fileno()
         stdout = sys.stdout.fileno()
+        done = threading.Event()
+        # SIGWINCH only wakes the copy loop (through a pipe), which resizes the remote PTY and
+        # records the resize itself: a handler doing it could interrupt an event being written.
+        wake_read, wake_write = os.pipe()
+        for fd in (wake_read, wake_write):
+            os.set_blocking(fd, False)
 
         def resized(signum: int, frame: FrameType | None) -> None:
-            size = shutil.get_terminal_size()
-            channel.resize_pty(width=size.columns, height=size.lines)
-            if self.recorder.on_resize:
-                self.recorder.on_resize(size.columns, size.lines)
+            with contextlib.suppress(OSError):
+                os.write(wake_write, b"\0")
 
         def watch() -> None:
-            self.ended.wait()
-            channel.close()
+            while not done.is_set():
+                if self.ended.wait(0.2):
+                    channel.close()
+                    return
 
         threading.Thread(target=watch, name="bgtui-ssh-watch", daemon=True).start()
         previous = signal.signal(signal.SIGWINCH, resized)
@@ -220,10 +300,14 @@ class SshRunner:
             if saved is not None:
                 tty.setraw(stdin)
             while not channel.closed:
-                try:
-                    ready, _, _ = select.select([channel, stdin], [], [], 0.5)
-                except InterruptedError:
-                    continue
+                ready, _, _ = select.select([channel, stdin, wake_read], [], [], 0.5)
+                if wake_read in ready:
+                    with contextlib.suppress(OSError):
+                        os.read(wake_read, 512)
+                    columns, lines = _terminal_size(stdout)
+                    channel.resize_pty(width=columns, height=lines)
+                    if self.recorder.on_resize:
+                        self.recorder.on_resize(columns, lines)
                 if channel in ready:
                     data = channel.recv(32768)
                     if not data:
@@ -239,6 +323,9 @@ class SshRunner:
                     if self.recorder.on_input:
                         self.recorder.on_input(data)
         finally:
+            done.set()
             if saved is not None:
                 termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
             signal.signal(signal.SIGWINCH, previous)
+            os.close(wake_read)
+            os.close(wake_write)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,11 +48,73 @@ class MemoryCache:
         for view in views:
             self._views[str(view["id"])] = view
 
+    def seed(self, views: Iterable[View]) -> None:
+        """Adds views not held yet: older copies never replace what the controller sent."""
+        for view in views:
+            self._views.setdefault(str(view["id"]), view)
+
     def views(self) -> list[View]:
         return list(self._views.values())
 
     def view(self, rid: str) -> View | None:
         return self._views.get(rid)
+
+
+class ThreadCache:
+    """A store (the Mirror) opened, read and written in one thread of its own.
+
+    A SQLite connection belongs to the thread that opened it, and the TUI's event loop must
+    not wait on the disk: `open_store` runs on first use, in that thread, and so does every
+    call after it. Writes are queued, not waited for; `views` waits (call it from a worker).
+    """
+
+    def __init__(self, open_store: Callable[[], ViewCache | None]) -> None:
+        self._open_store = open_store
+        self._store: ViewCache | None = None
+        self._opened = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgtui-store")
+
+    def _get(self) -> ViewCache | None:
+        if not self._opened:
+            self._opened = True
+            self._store = self._open_store()
+        return self._store
+
+    def _save(self, views: list[View]) -> None:
+        try:
+            store = self._get()
+            if store is not None:
+                store.save_views(views)
+        except Exception:  # noqa: S110 - the store is a copy: a failed write must not stop the app
+            pass
+
+    def save_views(self, views: list[View]) -> None:
+        self._thread.submit(self._save, list(views))
+
+    def views(self) -> list[View]:
+        def read() -> list[View]:
+            store = self._get()
+            return store.views() if store is not None else []
+
+        return self._thread.submit(read).result()
+
+    def view(self, rid: str) -> View | None:
+        def read() -> View | None:
+            store = self._get()
+            return store.view(rid) if store is not None else None
+
+        return self._thread.submit(read).result()
+
+    def close(self) -> None:
+        """Finishes queued writes, then closes the store in its thread."""
+
+        def close() -> None:
+            closing = getattr(self._store, "close", None)
+            if callable(closing):
+                closing()
+
+        self._thread.submit(close)
+        self._thread.shutdown(wait=True)
 
 
 @dataclass(frozen=True)
@@ -141,19 +204,23 @@ class EventFollower:
 
     def _run(self) -> None:
         failures = 0
+
+        def subscribed() -> None:
+            # Re-read only once the controller has subscribed us, so no change made between
+            # the re-read and the stream is missed.
+            nonlocal failures
+            if self._stop.is_set():
+                return
+            failures = 0
+            self.on_connection("connected", "")
+            self._snapshot()
+
         while not self._stop.is_set():
             detail = "the controller closed the event stream"
             try:
-                # `_stream` leads with None once the controller has subscribed us, so the
-                # re-read below cannot miss a change made between it and the stream.
-                for event in self.client._stream():
+                for event in self.client.events(on_open=subscribed):
                     if self._stop.is_set():
                         return
-                    if event is None:
-                        failures = 0
-                        self.on_connection("connected", "")
-                        self._snapshot()
-                        continue
                     view = event.get("request")
                     if event.get("type") == "request" and isinstance(view, dict):
                         if self.on_view is not None:

@@ -24,6 +24,7 @@ from sqlite_utils import Database
 
 from bgtui.protocol.canonical import canonical
 from bgtui.protocol.errors import Refused
+from bgtui.protocol.evidence import GENESIS, EntryRow, chain_hash
 from bgtui.protocol.keys import PublicKey
 from bgtui.protocol.objects import Checkpoint, Signed
 from bgtui.protocol.sshsig import Signer
@@ -32,19 +33,10 @@ from bgtui.protocol.verify import verify_checkpoint
 from controller.evidence import write_bundle
 from controller.store import on_commit, read_snapshot, transaction
 
-GENESIS = "0" * 64
 CHUNK = 10_000
 
 AuditItem = tuple[str, str, Mapping[str, Any] | None, str | None]
 """(event, actor, data, session) for `AuditLog.append_batch`."""
-
-EntryRow = tuple[int, bytes, str, str]
-"""(seq, entry bytes, prev_hash, hash) as stored."""
-
-
-def chain_hash(prev: str, entry: bytes) -> str:
-    """The hash of an entry: sha256 over the previous hash (hex), a newline and the entry bytes."""
-    return hashlib.sha256(prev.encode() + b"\n" + entry).hexdigest()
 
 
 @dataclass(frozen=True)

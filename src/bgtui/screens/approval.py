@@ -14,13 +14,13 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 
-from bgtui import sessionview
+from bgtui import actions, sessionview
 from bgtui.client import ControllerClient, View, verified_request
 from bgtui.protocol.errors import Refused
 from bgtui.protocol.objects import Request, Signed
 from bgtui.protocol.timefmt import format_duration, parse_duration
 from bgtui.screens.base import BgScreen
-from bgtui.screens.common import age_text, build_decision, left_text
+from bgtui.screens.common import age_text, left_text
 from bgtui.screens.modals import ReasonScreen, show_error
 
 
@@ -157,15 +157,11 @@ class ApprovalScreen(BgScreen):
 
         def decide(client: ControllerClient) -> View:
             controller_id = app.memory.info.get("controller_id") or client.info()["controller_id"]
-            approval = build_decision(
-                view,
-                identity=identity,
-                controller_id=str(controller_id),
-                decision=decision,
-                duration=duration,
-                reason=reason,
+            checked = actions.decidable(view, controller_id=str(controller_id), duration=duration)
+            approval = actions.sign_decision(
+                checked, identity=identity, signer=signer, decision=decision, reason=reason
             )
-            return client.decide(rid, approval.sign(signer))
+            return client.decide(rid, approval)
 
         verb = "approved" if decision == "approve" else "rejected"
         app.call(f"{verb} {rid}", decide)

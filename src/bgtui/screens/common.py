@@ -1,7 +1,8 @@
-"""What every screen shares: reading views (state, age, time left) and signing new objects.
+"""What every screen shares: reading views (state, age, time left, what a row notes).
 
-The helpers here are plain functions of the controller's JSON views (DESIGN §9) and the
-protocol objects; no Textual, so they are tested like the command line's `sessionview`.
+The helpers here are plain functions of the controller's JSON views (DESIGN §9); no Textual,
+so they are tested like the command line's `sessionview`. Signing requests and decisions is
+in `bgtui.actions`, shared with the command line.
 """
 
 from __future__ import annotations
@@ -9,18 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ulid import ULID
-
-from bgtui.client import FINAL_STATES, View, verified_request
-from bgtui.identity import Identity
+from bgtui.client import FINAL_STATES, View
 from bgtui.protocol.errors import Refused
-from bgtui.protocol.keys import PrivateKey
-from bgtui.protocol.objects import Approval, Request, Signed, new_approval, new_nonce
-from bgtui.protocol.sshsig import Signer
-from bgtui.protocol.timefmt import format_duration, parse_utc, utc_text
-from bgtui.session_keys import session_key
+from bgtui.protocol.timefmt import format_duration, parse_utc
 
-Resource = dict[str, Any]
 LIVE_STATES = ("activating", "active", "ending")
 CONNECTABLE_KINDS = ("ssh", "kubernetes", "postgres", "service")
 
@@ -93,81 +86,3 @@ def note_text(view: View, now: datetime) -> str:
 def newest_first(views: list[View]) -> list[View]:
     """ULIDs sort by creation time, so the id orders requests newest first."""
     return sorted(views, key=lambda v: str(v.get("id")), reverse=True)
-
-
-def build_request(
-    *,
-    identity: Identity,
-    key: PrivateKey | None,
-    signer: Signer,
-    controller_id: str,
-    resource: Resource,
-    privilege: str,
-    credential_source: str,
-    duration: int,
-    reason: str,
-    now: datetime,
-) -> Signed:
-    """The operator-signed request for `resource`, as `bgtui request` builds it."""
-    rid = str(ULID())
-    command = (resource.get("commands") or {}).get(privilege)
-    ssh_key = None
-    if resource.get("session_key"):
-        if key is None:
-            raise Refused(
-                f"identity {identity.name}: an SSH session needs a key bgtui can derive the "
-                "session key from; ssh-agent keys cannot; use a file, env or command source"
-            )
-        ssh_key = session_key(key, rid).public.openssh(f"bgtui-session-{rid}")
-    req = Request(
-        id=rid,
-        controller_id=controller_id,
-        resource=str(resource.get("name")),
-        privilege=privilege,
-        credential_source=credential_source,
-        network_path=str(resource.get("network")),
-        command=command,
-        requested_duration=duration,
-        reason=reason.strip(),
-        operator_fingerprint=identity.fingerprint,
-        operator_key=identity.public.openssh(),
-        session_key=ssh_key,
-        created_at=utc_text(now),
-        nonce=new_nonce(),
-    )
-    req.check()
-    return req.sign(signer)
-
-
-def build_decision(
-    view: View,
-    *,
-    identity: Identity,
-    controller_id: str,
-    decision: str,
-    duration: int | None,
-    reason: str,
-) -> Approval:
-    """An approval or rejection of the request in `view`, after checking its signature."""
-    signed, req = verified_request(view)
-    if req.controller_id != controller_id:
-        raise Refused(
-            f"request {req.id} is for controller {req.controller_id!r}, this is {controller_id!r}"
-        )
-    if view.get("state") != "pending":
-        raise Refused(f"request {req.id} is {view.get('state')}; only a pending one can be decided")
-    if duration is not None and duration > req.requested_duration:
-        raise Refused(
-            f"{format_duration(duration)} is longer than the "
-            f"{format_duration(req.requested_duration)} requested; an approval may only shorten"
-        )
-    approval = new_approval(
-        signed,
-        req,
-        approver_fingerprint=identity.fingerprint,
-        decision=decision,
-        duration=(duration or req.requested_duration) if decision == "approve" else None,
-        reason=reason,
-    )
-    approval.check()
-    return approval

@@ -14,11 +14,11 @@ from textual.validation import Function, ValidationResult, Validator
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select
 
+from bgtui.actions import build_request
 from bgtui.client import View
 from bgtui.protocol.errors import Refused
 from bgtui.protocol.timefmt import format_duration, now_utc, parse_duration
 from bgtui.screens.base import BgScreen
-from bgtui.screens.common import build_request
 from bgtui.screens.modals import show_error
 
 
@@ -143,11 +143,8 @@ class RequestFormScreen(BgScreen):
             show_error(self.query_one("#form-error", Label), "not connected as an operator yet")
             return
         privilege = str(self.query_one("#privilege", Select).value)
-        source = (
-            str(self.query_one("#source", Select).value)
-            if len(self.sources) > 1
-            else self.sources[0]
-        )
+        # One source (or none) offered: `build_request` takes it (or refuses) as the CLI does.
+        source = str(self.query_one("#source", Select).value) if len(self.sources) > 1 else None
         duration = parse_duration(self.query_one("#duration", Input).value)
         reason = self.query_one("#reason", Input).value
         client, identity, key, signer = app.client, app.identity, app.key, app.signer

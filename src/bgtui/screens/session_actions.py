@@ -10,6 +10,7 @@ from textual.binding import Binding, BindingType
 
 from bgtui.client import ControllerClient, View
 from bgtui.protocol.errors import Refused
+from bgtui.recording import describe, upload_pending
 from bgtui.screens.common import CONNECTABLE_KINDS, is_final
 from bgtui.screens.modals import ConfirmScreen, PathScreen
 from bgtui.sealing import Credential, credential_json, open_sealed, write_private
@@ -110,13 +111,22 @@ def connect(app: BgtuiApp, rid: str, resource: dict[str, Any] | None) -> None:
         except Refused as exc:
             app.call_from_thread(app.notify, str(exc), title="connect refused", severity="error")
             return
-        app.call_from_thread(_hand_over, app, rid, kind, address, credential, key)
+        app.call_from_thread(_hand_over, app, client, rid, kind, address, credential, key)
 
     app.run_worker(fetch, thread=True, group="connect", exclusive=True, exit_on_error=False)
 
 
-def _hand_over(app: BgtuiApp, rid: str, kind: str, address: str, credential: Any, key: Any) -> None:
+def _hand_over(
+    app: BgtuiApp,
+    client: ControllerClient,
+    rid: str,
+    kind: str,
+    address: str,
+    credential: Any,
+    key: Any,
+) -> None:
     session = ShellSession(rid, kind, address, credential, key, threading.Event())
+    session.record_home = app.settings.home.path  # an SSH shell is recorded there
     app.open_sessions[rid] = session
     view = app.view(rid)
     if view is not None and (is_final(view) or view.get("state") == "ending"):
@@ -130,3 +140,20 @@ def _hand_over(app: BgtuiApp, rid: str, kind: str, address: str, credential: Any
     if session.ended.is_set() and session.ended_reason:
         message += f" ({session.ended_reason})"
     app.notify(message, title="connect", severity="information" if outcome.ran else "warning")
+    if outcome.recording is not None:
+        _upload_recordings(app, client, outcome.recording)
+
+
+def _upload_recordings(app: BgtuiApp, client: ControllerClient, first: Path) -> None:
+    """Uploads the shell's recording (then any left from before) off the UI thread, and tells
+    the operator each one's SHA-256, or where it was kept and why."""
+    home = app.settings.home.path
+
+    def upload() -> None:
+        for done in upload_pending(client.upload_recording, home, first):
+            severity = "information" if done.uploaded else "warning" if done.retry else "error"
+            app.call_from_thread(
+                app.notify, describe(done), title="recording", severity=severity, timeout=30
+            )
+
+    app.run_worker(upload, thread=True, group="recording", exit_on_error=False)
