@@ -407,3 +407,13 @@ def test_https_controller_is_checked_against_the_given_ca(tmp_path: Path) -> Non
         assert waiting.returncode == 0 and "active  until" in out, out + err
     finally:
         app.close()
+
+
+def test_connect_opens_the_session_in_a_shell_and_refuses_when_not_active(app: Appliance) -> None:
+    rid = submit(app)["id"]
+    refused(app.bgtui("olive", "connect", rid), "only an active session connects")
+    approve(app, rid)
+    assert poll(app, rid, state_is("active", "failed"))["state"] == "active"
+    done = app.bgtui("olive", "connect", rid, input='echo "in $BGTUI_SESSION"; exit 3\n')
+    assert f"in {rid}" in done.stdout
+    assert "shell closed (exit 3)" in done.stderr

@@ -39,6 +39,7 @@ COMMANDS = {
     "reject": "bgtui.session_commands:reject",
     "withdraw": "bgtui.session_commands:withdraw",
     "end": "bgtui.session_commands:end",
+    "connect": "bgtui.session_commands:connect",
     "revoke": "bgtui.session_commands:revoke",
     "creds": "bgtui.session_commands:creds",
     "audit": "bgtui.audit_commands:audit",

@@ -468,3 +468,66 @@ def _field(credential: dict[str, str], name: str, option: str) -> str:
         have = ", ".join(sorted(credential)) or "nothing"
         raise Refused(f"{option}: this session's credential has no {name} (it has {have})")
     return credential[name]
+
+
+@click.command()
+@click.argument("rid", metavar="ID")
+@passphrase_env_option("Passphrase of the identity's key, from env var VAR.")
+@click.pass_obj
+def connect(obj: ClientContext, rid: str, passphrase_env: str | None) -> None:
+    """Open your active session here: an SSH shell, kubectl in a subshell, or psql.
+
+    SSH shells are recorded (asciicast v2) and uploaded when they close; the shell is closed
+    when the session ends. Example:
+
+    \b
+        bgtui connect 01JD2V6XKQ8ZJ3M4N5P6Q7R8S9
+    """
+    import threading
+
+    from bgtui.recording import describe, upload_pending
+    from bgtui.shell import ShellSession, TerminalShellLauncher
+
+    identity = obj.identity()
+    key, signer = obj.key_and_signer(identity, passphrase_env)
+    if key is None:
+        raise Refused(f"identity {identity.name}: ssh-agent keys cannot open a sealed credential")
+    with obj.client(signer) as client:
+        view = client.get(rid)
+        if view.get("state") != "active":
+            raise Refused(f"session {rid} is {view.get('state')}; only an active session connects")
+        catalog = {str(r.get("name")): r for r in client.resources()}
+        resource = catalog.get(str(view.get("resource")), {})
+        sealed = client.credentials(rid).get("sealed")
+        credential = open_sealed(str(sealed), key) if sealed else None
+        kind = str(resource.get("kind") or "service")
+        session = ShellSession(
+            rid,
+            kind,
+            str(resource.get("address") or ""),
+            credential,
+            session_key(key, rid) if kind == "ssh" else None,
+            threading.Event(),
+            record_home=obj.home.path,
+        )
+
+        def watch() -> None:  # close the shell when the controller ends the session
+            try:
+                for update in client.watch(rid):
+                    if update.get("state") not in ("active",):
+                        session.ended_reason = str(update.get("ended_reason") or update["state"])
+                        session.ended.set()
+                        return
+            except Refused:
+                return
+
+        threading.Thread(target=watch, name="connect-watch", daemon=True).start()
+        outcome = TerminalShellLauncher().run_here(session)
+        message = outcome.message
+        if session.ended.is_set() and session.ended_reason:
+            message += f" ({session.ended_reason})"
+        click.echo(message, err=True)
+        for upload in upload_pending(client.upload_recording, obj.home.path, outcome.recording):
+            click.echo(describe(upload), err=True)
+    if not outcome.ran:
+        raise Refused(outcome.message)

@@ -106,6 +106,19 @@ class TerminalShellLauncher:
             return ShellOutcome(True, "the session ended, so its shell was closed", code, recording)
         return ShellOutcome(True, f"shell closed (exit {code})", code, recording)
 
+    def run_here(self, session: ShellSession) -> ShellOutcome:
+        """Runs the session's program on this terminal directly (`bgtui connect`, no TUI)."""
+        writers: list[AsciicastWriter] = []
+        try:
+            code = self._run(session, writers)
+        except (OSError, RuntimeError, ValueError) as exc:
+            recording = _close_recording(writers)
+            return ShellOutcome(False, f"could not open the session: {exc}", recording=recording)
+        recording = _close_recording(writers)
+        if session.ended.is_set():
+            return ShellOutcome(True, "the session ended, so its shell was closed", code, recording)
+        return ShellOutcome(True, f"shell closed (exit {code})", code, recording)
+
     def _run(self, session: ShellSession, writers: list[AsciicastWriter]) -> int:
         credential = session.credential or {}
         if session.kind == "ssh":
