@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
-import time
-from collections.abc import Iterable
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -27,23 +23,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` is a running process; a zombie (exited, not yet reaped) counts as dead."""
-    try:
-        stat = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    # The command name is in parentheses and may itself contain spaces or parentheses.
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
 
 
 def parent_map() -> dict[int, int]:
@@ -74,21 +53,6 @@ def descendants(pid: int, parents: dict[int, int] | None = None) -> list[int]:
         found.append(current)
         queue.extend(children.get(current, []))
     return found
-
-
-def kill_all(pids: Iterable[int], grace: float = 3.0) -> None:
-    """SIGTERM each process, wait up to `grace` seconds, then SIGKILL whatever is left."""
-    targets = [pid for pid in pids if pid > 1 and pid != os.getpid()]
-    for pid in targets:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(pid) for pid in targets):
-        time.sleep(0.05)
-    for pid in targets:
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def die_with_parent() -> None:

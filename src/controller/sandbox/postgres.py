@@ -26,7 +26,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from controller.sandbox.ports import SandboxError, alive, free_port
+from controller.processes import alive
+from controller.sandbox.ports import SandboxError, free_port
 
 ADMIN_USER = "bgadmin"
 DATABASE = "orders"

@@ -29,7 +29,8 @@ from pathlib import Path
 from types import TracebackType
 
 from controller.planes.credential import ssh_sessions
-from controller.sandbox.ports import SandboxError, descendants, free_port, kill_all
+from controller.processes import kill_all
+from controller.sandbox.ports import SandboxError, descendants, free_port
 
 SSHD = Path("/usr/sbin/sshd")
 DEFAULT_PRINCIPALS = ("bg-admin", "bg-ops")

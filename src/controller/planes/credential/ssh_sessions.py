@@ -43,13 +43,12 @@ import fcntl
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from controller.processes import kill_all
 
 _PROC = Path("/proc")
 _PREFIX = re.compile(r"^(?:.*?\bsshd(?:-session)?\[(?P<pid>\d+)\]: )?(?P<message>.*)$")
@@ -165,15 +164,6 @@ def _is_sshd(process: _Process | None) -> bool:
     return process is not None and process.name.startswith("sshd")
 
 
-def _alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
-    try:
-        stat = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
 def descendants(pid: int, processes: dict[int, _Process] | None = None) -> list[int]:
     """Every live descendant of `pid`, children first."""
     table = _processes() if processes is None else processes
@@ -187,21 +177,6 @@ def descendants(pid: int, processes: dict[int, _Process] | None = None) -> list[
         found.append(current)
         queue.extend(children.get(current, []))
     return found
-
-
-def _kill_all(pids: Iterable[int], grace: float) -> None:
-    """SIGTERM each process, wait up to `grace` seconds, then SIGKILL whatever is left."""
-    targets = [pid for pid in dict.fromkeys(pids) if pid > 1 and pid != os.getpid()]
-    for pid in targets:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(pid) for pid in targets):
-        time.sleep(0.05)
-    for pid in targets:
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
 
 
 # -- live connections -----------------------------------------------------------------------
@@ -253,7 +228,7 @@ def terminate_sessions(log: Path, port: int, key_id: str, grace: float = 3.0) ->
             break
         table = _processes()
         tree = [child for pid in sessions for child in descendants(pid, table)]
-        _kill_all([*sessions, *tree], grace)
+        kill_all([*sessions, *tree], grace)
         cut.update(sessions)
     return len(cut)
 
