@@ -32,5 +32,10 @@ pytest: $(STAMP)
 demo: $(STAMP) system-deps
 	$(BIN)/bgtui demo
 
+# screens/: an SVG of every TUI screen and state, from the app on a sandbox appliance.
+.PHONY: screens
+screens: $(STAMP) system-deps
+	$(BIN)/python scripts/make_screens.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

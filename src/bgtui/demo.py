@@ -10,12 +10,14 @@ checks what it claims and prints ✔ or ✘; the exit code is 0 only if every ch
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -593,7 +595,11 @@ def run_tui(appliance: SandboxAppliance) -> int:
     names = ", ".join(f"{name} ({role})" for name, (role, _) in appliance.identities.items())
 
     async def greet(pilot: Any) -> None:
-        # Textual's documented hook for acting once the app is up; it only posts notifications.
+        # Textual's documented hook for acting once the app is up. A closed terminal (SIGHUP)
+        # or a SIGTERM/SIGINT must quit the app, so that the sandbox is torn down behind it.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            loop.add_signal_handler(signum, pilot.app.exit)
         pilot.app.notify(f"ctrl+o switches between {names}", title="bgtui demo", timeout=20)
         for line in appliance.missing:
             pilot.app.notify(line, title="not on this machine", severity="warning", timeout=30)
