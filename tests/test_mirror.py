@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tests.test_lifecycle_cli import approve, ok, poll, state_is, submit
 from bgtui.client import ApiRefused, ControllerClient
 from bgtui.home import ClientHome
 from bgtui.identity import Identity
-from bgtui.mirror import AuditFilter, Mirror, mirror_path
+from bgtui.mirror import AuditFilter, Mirror, SyncResult, mirror_path
 from bgtui.protocol.errors import Refused
 from bgtui.protocol.evidence import GENESIS, chain_hash
 from bgtui.protocol.keys import PrivateKey, PublicKey
@@ -302,6 +303,45 @@ def test_an_operator_reads_only_their_own_sessions_entries(tmp_path: Path) -> No
         app.close()
 
 
+def test_concurrent_syncs_of_one_mirror_wait_for_each_other(app: Appliance) -> None:
+    """The auditor's automatic sync and the verify dialog's sync, each with its own Mirror in
+    its own thread: neither copies an entry twice (no UNIQUE violation), both succeed."""
+    session(app)
+    expected = 0
+    start = threading.Barrier(2)
+    results: list[SyncResult] = []
+    errors: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            with open_mirror(app) as mirror, client(app, "audrey") as c:
+                start.wait(timeout=10)
+                results.append(mirror.sync(c, controller_key(app)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    for stage in ("fresh copy", "more entries"):
+        if stage == "more entries":
+            session(app, "second")
+        threads = [threading.Thread(target=sync) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+        first, second = results[-2:]
+        assert first.rewritten is None and second.rewritten is None
+        assert sorted([first.fetched, second.fetched])[0] == 0  # the second found nothing new
+        assert first.size == second.size > expected
+        assert first.fetched + second.fetched == first.size - expected
+        expected = first.size
+    with open_mirror(app) as mirror:
+        verdict = mirror.verify(controller_key(app))
+        assert verdict.ok and verdict.size == expected == len(controller_rows(app)), verdict
+        seqs = mirror.db.conn.execute("SELECT seq FROM audit_entries ORDER BY seq").fetchall()
+        assert [seq for (seq,) in seqs] == list(range(1, expected + 1))
+
+
 # -- the store itself ------------------------------------------------------------------------
 
 
@@ -317,6 +357,26 @@ def test_views_are_kept_newest_first(tmp_path: Path) -> None:
     with Mirror(tmp_path / "mirror.db", "other-prod") as other:
         assert other.views() == []
     assert (tmp_path / "mirror.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_older_view_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    """An action's answer can arrive after a newer event: the higher revision stays."""
+    with Mirror(tmp_path / "mirror.db", "acme-prod") as mirror:
+        active = {"id": "01A", "created_at": "2026-01-01T00:00:00Z", "state": "active"}
+        mirror.save_views([{**active, "revision": 20}])
+        mirror.save_views([{**active, "state": "activating", "revision": 10}])
+        assert mirror.view("01A") == {**active, "revision": 20}
+        mirror.save_views([{**active, "state": "pending"}])  # no revision: counts as 0
+        assert mirror.view("01A") == {**active, "revision": 20}
+        assert [v["state"] for v in mirror.views()] == ["active"]
+        mirror.save_views([{**active, "detail": "again", "revision": 20}])  # equal: replaces
+        assert mirror.view("01A") == {**active, "detail": "again", "revision": 20}
+        mirror.save_views([{**active, "state": "ended", "revision": 30}])
+        assert mirror.view("01A") == {**active, "state": "ended", "revision": 30}
+        # without revisions (older controllers) the last one saved wins, as before
+        mirror.save_views([{"id": "01B", "state": "pending"}, {"id": "01B", "state": "active"}])
+        mirror.save_views([{"id": "01B", "state": "ended"}])
+        assert mirror.view("01B") == {"id": "01B", "state": "ended"}
 
 
 def _fill(mirror: Mirror, count: int) -> None:

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from tests.servers import Appliance, appliance
-from tests.test_tui_snapshots import fixture_view
+from tests.test_tui_snapshots import IDS, fixture_view, settle, snapshot_app
 from tests.test_tui_snapshots import plane as snapshot_plane
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Label, Static
 
-from bgtui.app import BgtuiApp, create_app
+from bgtui.app import ActionFinished, BgtuiApp, ViewsArrived, create_app
 from bgtui.client import ControllerClient
 from bgtui.home import ClientHome
 from bgtui.identity import Identity
@@ -38,6 +38,7 @@ from bgtui.screens.request_form import RequestFormScreen
 from bgtui.screens.session import SessionScreen
 from bgtui.shell import ShellOutcome, ShellSession
 from bgtui.tui_config import TuiSettings
+from bgtui.tui_link import MemoryCache
 from bgtui.widgets.countdown import Countdown
 from bgtui.widgets.header import BgHeader
 
@@ -541,5 +542,53 @@ def test_encrypted_key_asks_for_the_passphrase(tmp_path: Path) -> None:
             await until(pilot, lambda: app.identity is not None, "the key opened")
             await until(pilot, lambda: app.connection == "offline", "offline")
             assert app.key is not None and app.current_mode == "operator"
+
+    run(scenario)
+
+
+# -- stale views -----------------------------------------------------------------------------
+
+
+def test_an_older_view_never_replaces_a_newer_one_in_memory() -> None:
+    rid = IDS["active"]
+    active = fixture_view("active", rid, created="2026-01-15T11:49:00Z", revision=20)
+    cache = MemoryCache([active])
+    cache.save_views([{**active, "state": "activating", "revision": 10}])
+    assert cache.view(rid) == active
+    unrevised = {k: v for k, v in active.items() if k != "revision"}
+    cache.save_views([{**unrevised, "state": "pending"}])  # no revision: counts as 0
+    assert cache.view(rid) == active
+    cache.save_views([{**active, "detail": "same revision"}])  # equal revisions replace
+    assert cache.view(rid) == {**active, "detail": "same revision"}
+    ended = {**active, "state": "ended", "revision": 30}
+    cache.save_views([ended])
+    assert cache.view(rid) == ended
+    # Views without a revision (older controllers, fixtures) replace each other as before.
+    old = MemoryCache([{**unrevised, "state": "pending"}])
+    old.save_views([unrevised])
+    assert old.view(rid) == unrevised
+
+
+def test_an_actions_late_answer_does_not_undo_a_newer_event(tmp_path: Path) -> None:
+    """`end` answers with the session Ending; the stream's Ended can arrive first."""
+
+    async def scenario() -> None:
+        app = snapshot_app(tmp_path, "olive")
+        rid = IDS["active"]
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            shown = app.view(rid)
+            assert shown is not None
+            ended = {**shown, "state": "ended", "ended_reason": "ended by operator"}
+            app.post_message(ViewsArrived([{**ended, "revision": 2}]))
+            await pilot.pause()
+            assert row(app, "mine", rid)[1] == "Ended"
+            app.post_message(
+                ActionFinished("end", {**shown, "state": "ending", "revision": 1}, None)
+            )
+            await pilot.pause()
+            await pilot.pause()
+            assert state_of(app, rid) == "ended"
+            assert row(app, "mine", rid)[1] == "Ended"
 
     run(scenario)

@@ -134,6 +134,7 @@ def fixture_view(
         "receipt": None,
         "has_credential": False,
         "approval_link": f"https://portal.example/acme/requests/{rid}/approve",
+        "revision": 0,  # older than anything a controller sends
     }
     view.update(fields)
     return view

@@ -47,7 +47,15 @@ __all__ = ["AuditFilter", "AuditRow", "Mirror", "MirrorVerdict", "SyncResult", "
 
 PAGE = 5000
 WALK = 10_000
+SYNC_WAIT = 120.0  # seconds a sync waits for another one (another thread or process) to end
+BUSY_WAIT = 10.0  # seconds any other write waits for the file's write lock (see open_mirror_db)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _revision(view: dict[str, Any]) -> int:
+    """The controller's revision of a view, 0 without one (as `tui_link.revision`)."""
+    value = view.get("revision")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def mirror_path(home: ClientHome) -> Path:
@@ -78,14 +86,36 @@ class Mirror:
         self.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.db.conn.execute("BEGIN IMMEDIATE")
+    def _transaction(self, wait: float = BUSY_WAIT) -> Iterator[None]:
+        """A write transaction: takes the file's write lock at once, waiting up to `wait`
+        seconds for another connection (thread or process) holding it."""
+        conn = self.db.conn
+        if wait != BUSY_WAIT:
+            conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            if wait != BUSY_WAIT:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT * 1000)}")
         try:
             yield
         except BaseException:
-            self.db.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
-        self.db.conn.execute("COMMIT")
+        conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _savepoint(self, name: str) -> Iterator[None]:
+        """Within a transaction: undoes what the block wrote if it raises."""
+        conn = self.db.conn
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            raise
+        conn.execute(f"RELEASE {name}")
 
     # controllers --------------------------------------------------------------------------
     @staticmethod
@@ -120,17 +150,18 @@ class Mirror:
             )
 
     def _pin(self, key: PublicKey, url: str) -> None:
+        """Pins `key` (or checks it is the one pinned); call it inside a transaction."""
         self._check_pinned(key)
-        with self._transaction():
-            self.db.conn.execute(
-                "INSERT INTO controllers (id, url, key) VALUES (?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET url = excluded.url",
-                (self.controller_id, url, key.openssh(self.controller_id)),
-            )
+        self.db.conn.execute(
+            "INSERT INTO controllers (id, url, key) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET url = excluded.url",
+            (self.controller_id, url, key.openssh(self.controller_id)),
+        )
 
     # requests and sessions ----------------------------------------------------------------
     def save_views(self, views: list[dict[str, Any]]) -> None:
-        """Stores (or replaces) the given request views."""
+        """Stores the given request views, each replacing the one held unless that one is
+        newer: a higher `revision` (a view without one counts as 0; equal ones replace)."""
         rows = [
             (
                 self.controller_id,
@@ -138,13 +169,18 @@ class Mirror:
                 v.get("created_at"),
                 v.get("state"),
                 json.dumps(v, sort_keys=True),
+                _revision(v),
             )
             for v in views
         ]
         with self._transaction():
             self.db.conn.executemany(
-                "INSERT OR REPLACE INTO views (controller, id, created_at, state, view)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO views (controller, id, created_at, state, view)"
+                " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (controller, id) DO UPDATE"
+                " SET created_at = excluded.created_at, state = excluded.state,"
+                " view = excluded.view"
+                " WHERE ?6 >= CASE json_type(views.view, '$.revision')"
+                " WHEN 'integer' THEN json_extract(views.view, '$.revision') ELSE 0 END",
                 rows,
             )
 
@@ -356,23 +392,34 @@ class Mirror:
 
         Raises `Refused` when the controller can't be reached or refuses (operators may not
         read the whole log) or sends a checkpoint that does not verify.
+
+        The whole sync is one write transaction, from reading the local size to the last
+        insert: a concurrent sync of the same file (another thread's or process's Mirror)
+        waits for it (up to SYNC_WAIT), then starts from what this one copied.
         """
         self._check_pinned(controller_key)
-        size, head = self._tail()
-        verified = self.last_verified()
-        newest, newest_signed = self._checked(client.audit_head(), controller_key)
-        self._pin(controller_key, client.url)  # only a key that signed a checkpoint
-        try:
-            self._check_extends(client, controller_key, size, head, verified, newest)
-            fetched = self._fetch(client, size, head, newest, newest_signed, progress)
-        except Diverged as diverged:
-            return SyncResult(
-                0,
-                size,
-                verified[0] if verified else 0,
-                f"AUDIT LOG REWRITTEN on controller {self.controller_id}: {diverged}; "
-                f"the local copy ({size} entries) is kept unchanged",
-            )
+        failure: Refused | None = None
+        with self._transaction(wait=SYNC_WAIT):
+            size, head = self._tail()
+            verified = self.last_verified()
+            newest, newest_signed = self._checked(client.audit_head(), controller_key)
+            self._pin(controller_key, client.url)  # only a key that signed a checkpoint
+            try:
+                with self._savepoint("sync_entries"):  # the pin stays if copying fails
+                    self._check_extends(client, controller_key, size, head, verified, newest)
+                    fetched = self._fetch(client, size, head, newest, newest_signed, progress)
+            except Diverged as diverged:
+                return SyncResult(
+                    0,
+                    size,
+                    verified[0] if verified else 0,
+                    f"AUDIT LOG REWRITTEN on controller {self.controller_id}: {diverged}; "
+                    f"the local copy ({size} entries) is kept unchanged",
+                )
+            except Refused as exc:
+                failure = exc
+        if failure is not None:
+            raise failure
         return SyncResult(fetched, newest.size, newest.size)
 
     def _check_extends(
@@ -425,46 +472,45 @@ class Mirror:
         signed: Signed,
         progress: Callable[[int, int], None] | None,
     ) -> int:
-        """Appends entries size+1..newest.size in one transaction, rolled back on any mismatch."""
+        """Appends entries size+1..newest.size; call it inside a transaction (or savepoint),
+        to be rolled back on any mismatch."""
         target, seq, prev = newest.size, size, head
-        with self._transaction():
-            while seq < target:
-                page = client.audit_entries(after=seq, limit=min(PAGE, target - seq)).get("entries")
-                if not page:
-                    raise Refused(
-                        f"the controller signed a checkpoint for {target} entries "
-                        f"but serves only {seq}"
-                    )
-                rows = []
-                for item in page:
-                    number, text, digest = item.get("seq"), item.get("entry"), item.get("hash")
-                    if number != seq + 1 or not isinstance(text, str):
-                        raise Refused(f"the controller sent entry {number} where {seq + 1} was due")
-                    if item.get("prev_hash") != prev:
-                        raise Diverged(f"its entry {number} does not chain to our entry {seq}")
-                    if chain_hash(prev, text.encode()) != digest:
-                        raise Diverged(f"its entry {number} does not match its own hash")
-                    if json.loads(text).get("seq") != number:
-                        raise Diverged(f"its entry {number} says it was written as another entry")
-                    rows.append((self.controller_id, number, text, prev, digest))
-                    seq, prev = number, digest
-                self.db.conn.executemany(
-                    "INSERT INTO audit_entries (controller, seq, entry, prev_hash, hash)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    rows,
+        while seq < target:
+            page = client.audit_entries(after=seq, limit=min(PAGE, target - seq)).get("entries")
+            if not page:
+                raise Refused(
+                    f"the controller signed a checkpoint for {target} entries but serves only {seq}"
                 )
-                if progress is not None:
-                    progress(seq, target)
-            if prev != newest.head:
-                raise Diverged(
-                    f"its checkpoint at size {target} (signed {newest.signed_at}) does not "
-                    "match the entries it served"
-                )
-            self._store_checkpoint(newest, signed)
-            self.db.conn.execute(
-                "UPDATE controllers SET synced_at = ? WHERE id = ?",
-                (utc_text(now_utc()), self.controller_id),
+            rows = []
+            for item in page:
+                number, text, digest = item.get("seq"), item.get("entry"), item.get("hash")
+                if number != seq + 1 or not isinstance(text, str):
+                    raise Refused(f"the controller sent entry {number} where {seq + 1} was due")
+                if item.get("prev_hash") != prev:
+                    raise Diverged(f"its entry {number} does not chain to our entry {seq}")
+                if chain_hash(prev, text.encode()) != digest:
+                    raise Diverged(f"its entry {number} does not match its own hash")
+                if json.loads(text).get("seq") != number:
+                    raise Diverged(f"its entry {number} says it was written as another entry")
+                rows.append((self.controller_id, number, text, prev, digest))
+                seq, prev = number, digest
+            self.db.conn.executemany(
+                "INSERT INTO audit_entries (controller, seq, entry, prev_hash, hash)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
             )
+            if progress is not None:
+                progress(seq, target)
+        if prev != newest.head:
+            raise Diverged(
+                f"its checkpoint at size {target} (signed {newest.signed_at}) does not "
+                "match the entries it served"
+            )
+        self._store_checkpoint(newest, signed)
+        self.db.conn.execute(
+            "UPDATE controllers SET synced_at = ? WHERE id = ?",
+            (utc_text(now_utc()), self.controller_id),
+        )
         if progress is not None:
             progress(seq, target)
         return seq - size

@@ -24,11 +24,29 @@ from bgtui.protocol.sshsig import Signer
 
 
 class ViewCache(Protocol):
-    """Where views live between controller answers (the Mirror, or memory)."""
+    """Where views live between controller answers (the Mirror, or memory).
+
+    `save_views` never replaces a view with an older one (lower `revision`, see `revision`).
+    """
 
     def save_views(self, views: list[View]) -> None: ...
     def views(self) -> list[View]: ...
     def view(self, rid: str) -> View | None: ...
+
+
+def revision(view: View) -> int:
+    """The controller's revision of `view` (0 when it has none: older controllers, fixtures).
+
+    Of two views of one request, the one with the higher revision is newer; caches keep it,
+    whatever order the two arrived in.
+    """
+    value = view.get("revision")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def newer_or_same(view: View, held: View | None) -> bool:
+    """Whether `view` may replace `held`: it is not older (equal revisions replace)."""
+    return held is None or revision(view) >= revision(held)
 
 
 class MemoryCache:
@@ -45,8 +63,11 @@ class MemoryCache:
         self.info: dict[str, Any] = dict(info or {})
 
     def save_views(self, views: Iterable[View]) -> None:
+        """Keeps each view unless a newer one (higher revision) of that request is held."""
         for view in views:
-            self._views[str(view["id"])] = view
+            rid = str(view["id"])
+            if newer_or_same(view, self._views.get(rid)):
+                self._views[rid] = view
 
     def seed(self, views: Iterable[View]) -> None:
         """Adds views not held yet: older copies never replace what the controller sent."""

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -90,6 +91,7 @@ class Controller:
         )
         self._trust: TrustStore | None = None
         self._trust_mtime = 0.0
+        self._revision = 0
 
     # start and stop ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -231,8 +233,22 @@ class Controller:
         self._owned(rid, caller)
         return self.view(rid)
 
+    def _next_revision(self) -> int:
+        """A number that grows with every view computed: wall-clock nanoseconds, never less
+        than one more than the last.
+
+        Views are computed on the controller's single event loop, so a later revision shows a
+        later state. Clients keep, per request, the view with the highest revision, whatever
+        order views reach them in (an action's answer can arrive after a newer event). It
+        orders the views of one controller, across restarts too as long as its clock does not
+        go backwards; `updated_at` can't (one-second resolution).
+        """
+        self._revision = max(self._revision + 1, time.time_ns())
+        return self._revision
+
     def view(self, rid: str) -> dict[str, Any]:
         """The request and its session as every client shows them (DESIGN §9 --json)."""
+        revision = self._next_revision()
         row = self.ledger.row(rid)
         signed, req = self.ledger.request(rid)
         session = self.ledger.session(rid)
@@ -296,6 +312,7 @@ class Controller:
             "receipt": receipt.to_json() if receipt else None,
             "has_credential": self.orchestrator.sealed_credential(rid) is not None,
             "approval_link": approval_link(self.config.public_url, self.config.id, rid),
+            "revision": revision,
         }
         return view
 

@@ -273,6 +273,11 @@ OPENAPI: dict[str, Any] = {
                     "approvals_needed": {"type": "integer"},
                     "planes": {"type": "array"},
                     "receipt": {"oneOf": [_SIGNED, {"type": "null"}]},
+                    "revision": {
+                        "type": "integer",
+                        "description": "grows with every view the controller computes; of two"
+                        " views of a request, the one with the higher revision is newer",
+                    },
                 },
             },
         },
