@@ -320,7 +320,9 @@ def leave_nothing(pane: Pane) -> None:
 def test_demo_walks_request_approve_connect_end_and_audit_verify(pane: Pane) -> None:
     began = time.monotonic()
     program = Path(sys.executable).parent / "bgtui"
-    pane.start(shlex.join([str(program), "demo"]))
+    # Under pytest the C-level environment carries COLUMNS=80 LINES=24 (not in os.environ); a
+    # pane started with them would make Textual draw at 80x24 whatever the pane's size.
+    pane.start(shlex.join(["env", "-u", "COLUMNS", "-u", "LINES", str(program), "demo"]))
     walk = Walk(pane)
 
     # olive, the operator: the catalog, then a request for the bastion.
