@@ -503,3 +503,23 @@ def test_kubernetes_secret_recipe_hands_over_the_value_sealed(
         assert files_containing(homes, value) == []
     finally:
         sim.admin_request("DELETE", "/api/v1/namespaces/orders/secrets/orders-db")
+
+
+def test_connect_runs_kubectl_in_a_subshell_and_removes_its_kubeconfig(app: Appliance) -> None:
+    """`bgtui connect` (the TUI's launcher, without the TUI) gives a shell whose KUBECONFIG works
+    for the approved privilege, and deletes that 0600 file when the shell exits."""
+    rid = start_session(app, "orders-k8s", "readonly")
+    script = (
+        'stat -c %a "$KUBECONFIG"; echo "file=$KUBECONFIG"; kubectl get pods -o name;'
+        " kubectl delete pod checkout-0 2>&1 | head -1; exit\n"
+    )
+    done = app.bgtui("olive", "connect", rid, input=script)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("KUBECONFIG=") and "removed when this shell exits" in lines[0]
+    assert lines[1] == "600"
+    path = Path(next(line for line in lines if line.startswith("file=")).removeprefix("file="))
+    assert not path.exists()
+    assert any(line.startswith("pod/") for line in lines), done.stdout
+    assert "Forbidden" in done.stdout
+    end_session(app, rid)

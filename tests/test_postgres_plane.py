@@ -479,3 +479,14 @@ def test_sweep_finds_and_removes_a_leftover_session_role(
     assert owner == (pg.user,)
     again = run("bgctl", "--home", home, "sweep", "--dry-run")
     assert leftover not in again.stdout
+
+
+def test_connect_runs_psql_as_the_session_role(app: Appliance, pg: ThrowawayPostgres) -> None:
+    """`bgtui connect` (the same launcher the TUI hands the terminal to) opens psql."""
+    rid = submit(app, "readonly")
+    activate(app, rid)
+    done = app.bgtui("olive", "connect", rid, input="select current_user, count(*) from orders;\n")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if role_of(rid) in line)
+    assert [cell.strip() for cell in row.split("|")] == [role_of(rid), "3"], done.stdout
+    ok(app.bgtui("olive", "end", rid))
