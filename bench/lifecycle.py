@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import runpy
 import shutil
 import signal
 import sqlite3
@@ -473,6 +474,11 @@ def main() -> None:
         help=f"operator identities (default: one per {SSE_LIMIT // 4} sessions)",
     )
     parser.add_argument("--dir", type=Path, default=None, help="where the temp home goes")
+    parser.add_argument(
+        "--providers",
+        action="store_true",
+        help="then approval-to-Active per credential provider (runs bench/providers.py)",
+    )
     args = parser.parse_args()
     if args.operators <= 0:
         args.operators = max(1, math.ceil(args.sessions / (SSE_LIMIT // 4)))
@@ -501,6 +507,15 @@ def main() -> None:
                 app.stop(signal.SIGTERM, timeout=30)
         app.close()
         shutil.rmtree(root, ignore_errors=True)
+    if args.providers:
+        run_providers()
+
+
+def run_providers() -> None:
+    """Per-provider figures, from the sibling script (same appliance the demo uses)."""
+    print()
+    sys.argv = [str(Path(__file__).with_name("providers.py"))]
+    runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 if __name__ == "__main__":
