@@ -592,3 +592,51 @@ def test_an_actions_late_answer_does_not_undo_a_newer_event(tmp_path: Path) -> N
             assert row(app, "mine", rid)[1] == "Ended"
 
     run(scenario)
+
+
+TOKEN_RECIPE = """\
+name = "status-token"
+description = "the status service's API token, read from the customer's store"
+kind = "command"
+argv = ["printf", "%s", "tok-5e55ion"]
+"""
+
+
+def test_copy_credentials_writes_a_new_0600_file(tmp_path: Path) -> None:
+    catalog = (
+        '\n[[resources]]\nname = "status-api"\nkind = "service"\naddress = "{address}"\n'
+        'network = "direct"\ncredential = "command"\nrecipe = "recipes/token.toml"\n'
+        'privileges = ["use"]\n'
+    )
+    app_ = Appliance(tmp_path, secret_files={"recipes/token.toml": TOKEN_RECIPE})
+    try:
+        app_.setup()
+        assert app_.target is not None
+        config = app_.home / "controller.toml"
+        config.write_text(config.read_text() + catalog.format(address=app_.target.address))
+        app_.start()
+        made = app_.bgtui("olive", "request", "status-api", "--duration", "10m", "--reason", "x")
+        rid = made.stdout.split()[0]
+        assert app_.bgtui("alice", "approve", rid, "--yes").returncode == 0
+        out = tmp_path / "creds.json"
+
+        async def scenario() -> None:
+            app = make_app(app_, "olive")
+            async with app.run_test(size=SIZE) as pilot:
+                await connected(pilot)
+                await until(pilot, lambda: (app.view(rid) or {}).get("state") == "active", "active")
+                app.screen.query_one("#mine", DataTable).focus()
+                await pilot.pause()
+                assert isinstance(app.screen, OperatorScreen)
+                app.screen.action_save_credentials()
+                await pilot.pause()
+                field = app.screen.query_one("#path")
+                field.value = str(out)  # type: ignore[attr-defined]
+                await pilot.press("enter")
+                await until(pilot, out.exists, "the credential file")
+
+        run(scenario)
+        assert out.stat().st_mode & 0o777 == 0o600
+        assert json.loads(out.read_text()) == {"value": "tok-5e55ion"}
+    finally:
+        app_.close()
