@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bgtui.identity import is_encrypted, load_private, read_key_file
+from bgtui.identity import load_private, read_key_file
 from bgtui.protocol.errors import Refused
-from bgtui.protocol.keys import PrivateKey, PublicKey
+from bgtui.protocol.keys import PrivateKey, PublicKey, is_encrypted
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,6 @@ For the other sources the home holds no private key material at all.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import shlex
 import shutil
@@ -23,10 +21,9 @@ from typing import Any
 from bgtui.agent import AgentSigner
 from bgtui.home import ClientHome, check_identity_name
 from bgtui.protocol.errors import Refused
-from bgtui.protocol.keys import PrivateKey, PublicKey
+from bgtui.protocol.keys import PrivateKey, PublicKey, is_encrypted
 from bgtui.protocol.sshsig import Signer
 from bgtui.protocol.timefmt import now_utc, utc_text
-from bgtui.protocol.wire import Reader
 
 ROLES = ("operator", "approver", "auditor")
 SOURCE_KINDS = ("file", "agent", "env", "command")
@@ -113,26 +110,6 @@ def _run_key_command(command: str, label: str) -> bytes:
     if not result.stdout.strip():
         raise Refused(f"{label}: printed nothing; it should print the private key")
     return result.stdout
-
-
-def is_encrypted(data: bytes) -> bool:
-    """Whether private key text (OpenSSH or PKCS#8 PEM) needs a passphrase to open."""
-    text = data.strip()
-    if text.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"):
-        return True
-    if not text.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
-        return False
-    try:
-        blob = base64.b64decode(b"".join(text.splitlines()[1:-1]))
-    except binascii.Error:
-        return False  # let PrivateKey.load say what is wrong with it
-    magic = b"openssh-key-v1\0"
-    if not blob.startswith(magic):
-        return False
-    try:
-        return Reader(blob[len(magic) :]).text() != "none"
-    except Refused:
-        return False
 
 
 def load_private(
