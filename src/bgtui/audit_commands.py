@@ -22,6 +22,7 @@ from bgtui.client import ApiRefused, ControllerClient, Unreachable, request_id
 from bgtui.clikit import print_json
 from bgtui.mirror import AuditFilter, AuditRow, Mirror, SyncResult, mirror_path
 from bgtui.protocol.errors import Refused
+from bgtui.protocol.evidence import summary_line
 from bgtui.protocol.keys import PublicKey
 
 if TYPE_CHECKING:
@@ -161,26 +162,6 @@ def verify_command(obj: ClientContext) -> None:
             )
 
 
-_FIRST = ("reason", "resource", "privilege", "duration", "decision", "error")
-
-
-def _summary(data: dict[str, Any], width: int = 70) -> str:
-    """The entry's data in one line: the telling fields first, hashes shortened, signed
-    objects left out (`--json` has everything)."""
-    keys = sorted(data, key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
-    parts = []
-    for key in keys:
-        value = data[key]
-        if isinstance(value, dict | list) or value in (None, ""):
-            continue
-        text = str(value)
-        if len(text) > 24 and " " not in text:
-            text = text[:12] + "…"
-        parts.append(f"{key}={text}")
-    line = " ".join(parts)
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
 def _row_json(row: AuditRow) -> dict[str, Any]:
     return asdict(row)
 
@@ -188,7 +169,7 @@ def _row_json(row: AuditRow) -> dict[str, Any]:
 def _table(rows: list[AuditRow]) -> list[str]:
     header = ("SEQ", "AT", "EVENT", "ACTOR", "SESSION", "DETAIL")
     table = [header] + [
-        (str(r.seq), r.at, r.event, r.actor, r.session or "-", _summary(r.data)) for r in rows
+        (str(r.seq), r.at, r.event, r.actor, r.session or "-", summary_line(r.data)) for r in rows
     ]
     widths = [max(len(line[col]) for line in table) for col in range(len(header) - 1)]
     return [

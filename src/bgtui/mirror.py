@@ -29,7 +29,6 @@ from bgtui.mirror_schema import (
     AuditRow,
     Broken,
     Diverged,
-    MirrorVerdict,
     SyncResult,
     entry_row,
     match_query,
@@ -37,13 +36,22 @@ from bgtui.mirror_schema import (
     time_bound,
 )
 from bgtui.protocol.errors import Refused
-from bgtui.protocol.evidence import GENESIS, BundleScope, EntryRow, chain_hash, write_bundle
+from bgtui.protocol.evidence import (
+    GENESIS,
+    AuditVerdict,
+    BundleScope,
+    EntryRow,
+    chain_hash,
+    write_bundle,
+)
 from bgtui.protocol.keys import PublicKey
 from bgtui.protocol.objects import Checkpoint, Signed
 from bgtui.protocol.timefmt import now_utc, utc_text
 from bgtui.protocol.verify import verify_checkpoint
 
-__all__ = ["AuditFilter", "AuditRow", "Mirror", "MirrorVerdict", "SyncResult", "mirror_path"]
+LOCAL_COPY = "local copy"
+
+__all__ = ["AuditFilter", "AuditRow", "AuditVerdict", "Mirror", "SyncResult", "mirror_path"]
 
 PAGE = 5000
 WALK = 10_000
@@ -539,7 +547,7 @@ class Mirror:
     # verify -------------------------------------------------------------------------------
     def verify(
         self, controller_key: PublicKey, progress: Callable[[int, int], None] | None = None
-    ) -> MirrorVerdict:
+    ) -> AuditVerdict:
         """Recomputes the local chain and checks every kept checkpoint's signature and head."""
         size = self.audit_size()
         marks = self._checkpoints()
@@ -561,8 +569,10 @@ class Mirror:
                     newest + 1, f"entries {newest + 1}..{size} are not covered by a checkpoint"
                 )
         except Broken as broken:
-            return MirrorVerdict(False, size, len(marks), broken.first_bad, broken.detail)
-        return MirrorVerdict(True, size, len(marks))
+            return AuditVerdict(
+                False, size, len(marks), broken.first_bad, broken.detail, copy=LOCAL_COPY
+            )
+        return AuditVerdict(True, size, len(marks), copy=LOCAL_COPY)
 
     def _walk(
         self, size: int, heads: dict[int, str], progress: Callable[[int, int], None] | None

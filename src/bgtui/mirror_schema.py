@@ -70,26 +70,6 @@ class SyncResult:
     rewritten: str | None = None
 
 
-@dataclass(frozen=True)
-class MirrorVerdict:
-    """The local copy's chain and checkpoints: intact, or the first bad entry and why."""
-
-    ok: bool
-    size: int
-    checkpoints: int
-    first_bad: int | None = None
-    detail: str = ""
-
-    def __str__(self) -> str:
-        if self.ok:
-            return (
-                f"audit log intact: {self.size} entries, "
-                f"{self.checkpoints} checkpoints verified (local copy)"
-            )
-        where = f" at entry {self.first_bad}" if self.first_bad is not None else ""
-        return f"audit log broken{where} (local copy): {self.detail}"
-
-
 class Broken(Exception):
     def __init__(self, first_bad: int | None, detail: str) -> None:
         super().__init__(detail)

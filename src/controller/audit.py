@@ -24,7 +24,7 @@ from sqlite_utils import Database
 
 from bgtui.protocol.canonical import canonical
 from bgtui.protocol.errors import Refused
-from bgtui.protocol.evidence import GENESIS, EntryRow, chain_hash
+from bgtui.protocol.evidence import GENESIS, AuditVerdict, EntryRow, chain_hash
 from bgtui.protocol.keys import PublicKey
 from bgtui.protocol.objects import Checkpoint, Signed
 from bgtui.protocol.sshsig import Signer
@@ -37,23 +37,6 @@ CHUNK = 10_000
 
 AuditItem = tuple[str, str, Mapping[str, Any] | None, str | None]
 """(event, actor, data, session) for `AuditLog.append_batch`."""
-
-
-@dataclass(frozen=True)
-class AuditVerdict:
-    """The outcome of `AuditLog.verify`: intact, or the first bad entry and what is wrong."""
-
-    ok: bool
-    size: int
-    checkpoints: int
-    first_bad: int | None = None
-    detail: str = ""
-
-    def __str__(self) -> str:
-        if self.ok:
-            return f"audit log intact: {self.size} entries, {self.checkpoints} checkpoints verified"
-        where = f" at entry {self.first_bad}" if self.first_bad is not None else ""
-        return f"audit log broken{where}: {self.detail}"
 
 
 @dataclass(frozen=True)

@@ -97,25 +97,25 @@ class Controller:
     async def start(self) -> None:
         """Reconciles what a previous run left mid-way, then starts the deadline clock."""
         self.audit.append("controller.start", "controller", {"key": self.public_key.fingerprint})
-        now = self.clock()
         for rid in self.ledger.ids(("activating",)):
             self.orchestrator.spawn(rid, self._rollback_after_restart(rid))
-        with transaction(self.db):
-            restarted = self.ledger.ids(("active",))
-            for rid in restarted:
-                self.ledger.set_state(rid, "ending", now, ended_reason="controller-restart")
-            if restarted:
-                self.audit.append_batch(
-                    [
-                        ("session.ending", "controller", {"reason": "controller-restart"}, rid)
-                        for rid in restarted
-                    ]
-                )
-        for rid in self.ledger.ids(("ending",)):
+        self._end_every_active_session()
+        for rid in self.ledger.ids(("ending",)):  # those just ended, and any a crash cut short
             self.orchestrator.spawn(rid, self.orchestrator.teardown(rid))
         for rid in self.ledger.ids(("pending",)):
             self.scheduler.add("window", rid, self._window_end(rid))
         self.scheduler.start()
+
+    def _end_every_active_session(self) -> list[str]:
+        """Moves every active session to `ending` (controller-restart) in one transaction."""
+        now = self.clock()
+        with transaction(self.db):
+            live = self.ledger.ids(("active",))
+            for rid in live:
+                self.ledger.set_state(rid, "ending", now, ended_reason="controller-restart")
+            reason = {"reason": "controller-restart"}
+            self.audit.append_batch([("session.ending", "controller", reason, rid) for rid in live])
+        return live
 
     async def _rollback_after_restart(self, rid: str) -> None:
         ctx = self.orchestrator.context(rid)
@@ -123,19 +123,7 @@ class Controller:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Tears down live sessions (reason controller-restart) for up to `grace` seconds."""
-        now = self.clock()
-        with transaction(self.db):
-            live = self.ledger.ids(("active",))
-            for rid in live:
-                self.ledger.set_state(rid, "ending", now, ended_reason="controller-restart")
-            if live:
-                self.audit.append_batch(
-                    [
-                        ("session.ending", "controller", {"reason": "controller-restart"}, rid)
-                        for rid in live
-                    ]
-                )
-        for rid in live:
+        for rid in self._end_every_active_session():
             self.orchestrator.spawn(rid, self.orchestrator.teardown(rid))
         await self.scheduler.stop()
         if not await self.orchestrator.wait_idle(grace):

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bgtui.protocol import sshsig
 from bgtui.protocol.errors import Refused
@@ -33,6 +34,51 @@ _PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
 
 EntryRow = tuple[int, bytes, str, str]
 """(seq, entry bytes, prev_hash, hash) as stored."""
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    """The outcome of verifying an audit log: intact, or the first bad entry and what is wrong.
+
+    `copy` names which copy was checked when it is not the controller's own ("local copy").
+    """
+
+    ok: bool
+    size: int
+    checkpoints: int
+    first_bad: int | None = None
+    detail: str = ""
+    copy: str = ""
+
+    def __str__(self) -> str:
+        tag = f" ({self.copy})" if self.copy else ""
+        if self.ok:
+            return (
+                f"audit log intact: {self.size} entries, "
+                f"{self.checkpoints} checkpoints verified{tag}"
+            )
+        where = f" at entry {self.first_bad}" if self.first_bad is not None else ""
+        return f"audit log broken{where}{tag}: {self.detail}"
+
+
+def summary_line(data: dict[str, Any], width: int = 70) -> str:
+    """An entry's data in one line: the telling fields first, long tokens shortened, nested
+    objects (signed payloads) left out; the full entry has everything."""
+    keys = sorted(data, key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
+    parts = []
+    for key in keys:
+        value = data[key]
+        if isinstance(value, dict | list) or value in (None, ""):
+            continue
+        text = str(value)
+        if len(text) > 24 and " " not in text:
+            text = text[:12] + "…"
+        parts.append(f"{key}={text}")
+    line = " ".join(parts)
+    return line if len(line) <= width else line[: max(0, width - 1)] + "…"
+
+
+_FIRST = ("reason", "resource", "privilege", "duration", "decision", "error", "sha256")
 
 
 def chain_hash(prev: str, entry: bytes) -> str:

@@ -20,7 +20,7 @@ from bgtui.screens.audit_reader import MirrorPlace, NoMirror
 
 if TYPE_CHECKING:
     from bgtui.client import ControllerClient
-    from bgtui.mirror import Mirror, MirrorVerdict, SyncResult
+    from bgtui.mirror import AuditVerdict, Mirror, SyncResult
 
 Progress = Callable[[str, int, int], None]
 """(phase, done, total): phase is "sync" or "verify"."""
@@ -39,7 +39,7 @@ class VerifyReport:
     """A verification: the local copy's verdict, and what the sync before it found."""
 
     place: MirrorPlace
-    verdict: MirrorVerdict
+    verdict: AuditVerdict
     synced: SyncResult | None = None
     note: str | None = None  # why no sync happened (offline, refused)
     last_verified: tuple[int, str] | None = None

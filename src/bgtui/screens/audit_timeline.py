@@ -12,9 +12,9 @@ from textual.binding import Binding, BindingType
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
 
+from bgtui.protocol.evidence import summary_line
 from bgtui.screens.audit_modals import EntryScreen
 from bgtui.screens.base import BgScreen
-from bgtui.widgets.audit_table import detail_text
 
 if TYPE_CHECKING:
     from bgtui.mirror_schema import AuditRow
@@ -99,7 +99,7 @@ class TimelineScreen(BgScreen):
                 Text(row.actor),
                 Text(row.event),
                 Text(str(row.seq), justify="right"),
-                Text(detail_text(row.data, width)),
+                Text(summary_line(row.data, width)),
                 key=str(row.seq),
             )
         self.query_one("#tl-summary", Label).update(Text(self.summary()))

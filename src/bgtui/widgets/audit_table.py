@@ -8,7 +8,7 @@ So moving through a million entries costs one small query per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from rich.text import Text
 from textual import events
@@ -16,12 +16,13 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
+from bgtui.protocol.evidence import summary_line
+
 if TYPE_CHECKING:
     from bgtui.mirror_schema import AuditRow
 
 Cursor = Literal["first", "last", "keep"]
 
-_FIRST = ("reason", "resource", "privilege", "duration", "decision", "error", "sha256")
 COLUMNS: tuple[tuple[str, int], ...] = (
     ("SEQ", 8),
     ("AT", 19),
@@ -30,23 +31,6 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     ("SESSION", 26),
 )
 DEFAULT_PAGE = 50
-
-
-def detail_text(data: dict[str, Any], width: int = 70) -> str:
-    """An entry's data in one line: the telling fields first, long tokens shortened, nested
-    objects left out (the entry screen has everything)."""
-    keys = sorted(data, key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
-    parts = []
-    for key in keys:
-        value = data[key]
-        if isinstance(value, dict | list) or value in (None, ""):
-            continue
-        text = str(value)
-        if len(text) > 24 and " " not in text:
-            text = text[:12] + "…"
-        parts.append(f"{key}={text}")
-    line = " ".join(parts)
-    return line if len(line) <= width else line[: max(0, width - 1)] + "…"
 
 
 def fit(text: str, width: int) -> str:
@@ -61,7 +45,7 @@ def row_cells(row: AuditRow, detail_width: int) -> tuple[Text, ...]:
         Text(fit(row.event, COLUMNS[2][1])),
         Text(fit(row.actor, COLUMNS[3][1])),
         Text(row.session or "-"),
-        Text(detail_text(row.data, detail_width)),
+        Text(summary_line(row.data, detail_width)),
     )
 
 

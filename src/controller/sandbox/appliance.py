@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -37,7 +37,7 @@ import httpx
 from controller.sandbox import postgres as pgsandbox
 from controller.sandbox import sshd as sshsandbox
 from controller.sandbox.kube import KubeSimulator
-from controller.sandbox.ports import SandboxError
+from controller.sandbox.ports import SandboxError, SandboxServer
 
 CONTROLLER_ID = "demo-appliance"
 IDENTITIES = (("olive", "operator"), ("alice", "approver"), ("audrey", "auditor"))
@@ -101,7 +101,7 @@ class StatusService:
         self._thread.join(timeout=5)
 
 
-class SandboxAppliance:
+class SandboxAppliance(SandboxServer):
     """A controller with a catalog of real (or simulated, for Kubernetes) targets and three
     enrolled people; a context manager, or call start() and stop()."""
 
@@ -156,17 +156,6 @@ class SandboxAppliance:
         }[resource]
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def __enter__(self) -> SandboxAppliance:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> SandboxAppliance:
         """Builds and starts everything; on any failure stops what was started and raises."""

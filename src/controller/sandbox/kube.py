@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -51,7 +50,7 @@ from controller.sandbox.kube_rbac import (
 )
 from controller.sandbox.kube_store import Store
 from controller.sandbox.kube_tls import SimulatorFiles, ensure_pki
-from controller.sandbox.ports import die_with_parent
+from controller.sandbox.ports import SandboxServer, die_with_parent
 
 Obj = dict[str, Any]
 
@@ -255,7 +254,7 @@ def write_kubeconfig(
     return path
 
 
-class KubeSimulator:
+class KubeSimulator(SandboxServer):
     """Starts and stops the Kubernetes API simulator as a child process (see the module doc)."""
 
     def __init__(self, state_dir: Path, port: int = 0, *, seed: str | Path = "demo") -> None:
@@ -335,17 +334,6 @@ class KubeSimulator:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-
-    def __enter__(self) -> KubeSimulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def admin_request(
         self, method: str, path: str, body: Obj | None = None, content: bytes | None = None

@@ -5,8 +5,32 @@ from __future__ import annotations
 import signal
 import socket
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 _PROC = Path("/proc")
+
+
+class SandboxServer:
+    """A sandbox process with `start()` (returning itself) and an idempotent `stop()`; usable
+    as a context manager that stops it on the way out, whatever happened inside."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class SandboxError(RuntimeError):

@@ -20,14 +20,13 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from controller.processes import alive
-from controller.sandbox.ports import SandboxError, free_port
+from controller.sandbox.ports import SandboxError, SandboxServer, free_port
 
 ADMIN_USER = "bgadmin"
 DATABASE = "orders"
@@ -131,7 +130,7 @@ def _kill_hard(pid: int) -> None:
             os.kill(pid, 9)
 
 
-class ThrowawayPostgres:
+class ThrowawayPostgres(SandboxServer):
     """A private PostgreSQL cluster that starts in a few seconds and leaves nothing behind.
 
     Use as a context manager, or call start() and stop(). `root` is the parent directory for
@@ -148,18 +147,6 @@ class ThrowawayPostgres:
         self._socket_dir: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> ThrowawayPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> ThrowawayPostgres:
         if self._state.tempdir is not None:

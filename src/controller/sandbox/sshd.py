@@ -26,11 +26,10 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from controller.planes.credential import ssh_sessions
 from controller.processes import kill_all
-from controller.sandbox.ports import SandboxError, descendants, free_port
+from controller.sandbox.ports import SandboxError, SandboxServer, descendants, free_port
 
 SSHD = Path("/usr/sbin/sshd")
 DEFAULT_PRINCIPALS = ("bg-admin", "bg-ops")
@@ -79,7 +78,7 @@ class _State:
             self.tempdir = None
 
 
-class LoopbackSshd:
+class LoopbackSshd(SandboxServer):
     """OpenSSH sshd on 127.0.0.1 trusting one user CA; use as a context manager or start/stop.
 
     `principals` maps login user -> certificate principals accepted for that user (default: the
@@ -115,18 +114,6 @@ class LoopbackSshd:
         self._host_key_line: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> LoopbackSshd:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> LoopbackSshd:
         if self._state.process is not None:
