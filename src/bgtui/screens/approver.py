@@ -23,7 +23,7 @@ from bgtui.screens.common import (
     state_label,
 )
 from bgtui.screens.modals import ConfirmScreen
-from bgtui.screens.operator import selected_key, table_rows
+from bgtui.widgets.tables import selected_key, table_rows
 
 
 class ApproverScreen(BgScreen):

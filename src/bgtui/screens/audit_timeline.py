@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Label
 from bgtui.protocol.evidence import summary_line
 from bgtui.screens.audit_modals import EntryScreen
 from bgtui.screens.base import BgScreen
+from bgtui.widgets.tables import widen_columns
 
 if TYPE_CHECKING:
     from bgtui.mirror_schema import AuditRow
@@ -92,16 +93,20 @@ class TimelineScreen(BgScreen):
         table.clear()
         fixed = [9, 19, max((len(r.actor) for r in self.rows), default=5), 25, 6]
         width = max(20, table.scrollable_content_region.width - sum(fixed) - 2 * 6 - 1)
-        for row in self.rows:
-            table.add_row(
+        cells = [
+            (
                 Text(stage_of(row.event), style="bold"),
                 Text(row.at.replace("T", " ").removesuffix("Z")),
                 Text(row.actor),
                 Text(row.event),
                 Text(str(row.seq), justify="right"),
                 Text(summary_line(row.data, width)),
-                key=str(row.seq),
             )
+            for row in self.rows
+        ]
+        widen_columns(table, cells)
+        for row, line in zip(self.rows, cells, strict=True):
+            table.add_row(*line, key=str(row.seq))
         self.query_one("#tl-summary", Label).update(Text(self.summary()))
         self.refresh_bindings()
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from rich.text import Text
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
@@ -19,35 +18,7 @@ from bgtui.screens.common import duration_text, newest_first, note_text, state_l
 from bgtui.screens.request_form import RequestFormScreen
 from bgtui.screens.session import SessionScreen
 from bgtui.screens.session_actions import SESSION_BINDINGS
-
-
-def table_rows(table: DataTable[Any], rows: Sequence[tuple[str, Sequence[str]]]) -> None:
-    """Replaces the rows of `table`, keeping the cursor on the same key when it still exists."""
-    keep: str | None = None
-    if table.row_count and table.cursor_row >= 0:
-        try:
-            keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:
-            keep = None
-    table.clear()
-    for key, cells in rows:
-        # Text, not str: a DataTable reads str cells as markup, and these come from others.
-        table.add_row(*(Text(cell) for cell in cells), key=key)
-    if keep is not None:
-        for index, (key, _) in enumerate(rows):
-            if key == keep:
-                table.move_cursor(row=index)
-                break
-
-
-def selected_key(table: DataTable[Any]) -> str | None:
-    if not table.row_count:
-        return None
-    try:
-        value = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-    except Exception:
-        return None
-    return str(value) if value is not None else None
+from bgtui.widgets.tables import selected_key, table_rows
 
 
 class OperatorScreen(BgScreen):
