@@ -417,3 +417,26 @@ def test_connect_opens_the_session_in_a_shell_and_refuses_when_not_active(app: A
     done = app.bgtui("olive", "connect", rid, input='echo "in $BGTUI_SESSION"; exit 3\n')
     assert f"in {rid}" in done.stdout
     assert "shell closed (exit 3)" in done.stderr
+
+
+def test_sweep_asks_the_ledger_about_a_session_when_it_finds_its_artifact(app: Appliance) -> None:
+    """A sweep lists a target's artifacts first and asks about their sessions after: a session
+    that started activating in between is live to it, so its fresh artifacts stay."""
+    from controller.ledger import Ledger
+    from controller.store import open_store
+    from controller.sweep import LiveSessions
+
+    rid = submit(app)["id"]
+    db = open_store(app.home / "state.db")
+    try:
+        live = LiveSessions(Ledger(db))  # made while the session only waits for approval
+        assert rid.lower() not in live and rid not in live
+        approve(app, rid)
+        poll(app, rid, state_is("active"))
+        assert rid.lower() in live  # labels and role names carry the id lowercased
+        ok(app.bgtui("olive", "end", rid))
+        poll(app, rid, state_is("ended"))
+        assert rid.lower() not in live
+        assert "bg_" + rid.lower() not in live  # a role name is not a session id
+    finally:
+        db.close()

@@ -126,6 +126,11 @@ class Ledger:
                 self.db.execute("UPDATE sessions SET state = ? WHERE id = ?", [state, rid])
         return changed
 
+    def is_live(self, rid: str) -> bool:
+        """Whether `rid` (any case: labels and role names carry it lowercased) is live now."""
+        sql = f"SELECT 1 FROM requests WHERE lower(id) = ? AND state IN ({_marks(LIVE)})"  # noqa: S608
+        return self.db.execute(sql, [rid.lower(), *LIVE]).fetchone() is not None
+
     def ids(self, states: tuple[str, ...], operator_fingerprint: str | None = None) -> list[str]:
         sql = f"SELECT id FROM requests WHERE state IN ({_marks(states)})"  # noqa: S608
         args: list[Any] = list(states)

@@ -9,13 +9,14 @@ anything whose session is not live, whatever the ledger says.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Protocol
 
 from bgtui.protocol.timefmt import now_utc
 from controller.config import Resource
 from controller.home import ControllerHome
-from controller.ledger import FINAL, LIVE, Ledger
+from controller.ledger import FINAL, Ledger
 from controller.planes import providers_for
 from controller.planes.base import PlaneError
 from controller.store import open_store
@@ -38,10 +39,27 @@ class Leftover:
         return f"{verb} {self.kind} {self.name} on {self.resource} (session {self.session}){tail}"
 
 
+class LiveSessions:
+    """`session in live`, answered by the ledger when asked, not from a list read earlier.
+
+    A provider lists what it finds on the target and only then asks about each thing's
+    session. A session is live before anything is minted for it and never live again once
+    final, so an answer read after the listing cannot be stale in the harmful direction: a
+    session that started activating during the sweep is seen as live and its fresh artifacts
+    are left alone.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def __contains__(self, session: object) -> bool:
+        return isinstance(session, str) and self.ledger.is_live(session)
+
+
 class Sweeper(Protocol):
     """A provider that can list (and remove) what bgtui minted on a target."""
 
-    def sweep(self, resource: Resource, live: set[str], dry_run: bool) -> list[Leftover]: ...
+    def sweep(self, resource: Resource, live: Container[str], dry_run: bool) -> list[Leftover]: ...
 
 
 def sweep(home: ControllerHome, dry_run: bool = False) -> list[Leftover]:
@@ -49,7 +67,7 @@ def sweep(home: ControllerHome, dry_run: bool = False) -> list[Leftover]:
     db = open_store(home.db_path)
     try:
         ledger = Ledger(db)
-        live = {rid.lower() for rid in ledger.ids(LIVE)}
+        live = LiveSessions(ledger)
         found = _ledger_leftovers(home, ledger, dry_run)
         # Several resources may share one target (two catalog entries on one cluster): report
         # each leftover once, under the first resource that found it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -179,7 +180,7 @@ class KubernetesCredential:
         }
         return yaml.safe_dump(document, sort_keys=False)
 
-    def sweep(self, resource: Resource, live: set[str], dry_run: bool) -> list[Leftover]:
+    def sweep(self, resource: Resource, live: Container[str], dry_run: bool) -> list[Leftover]:
         """Objects labelled as this controller's whose session is not live."""
         from kubernetes.client.exceptions import ApiException
 

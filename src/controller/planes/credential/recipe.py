@@ -19,7 +19,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -176,7 +176,7 @@ class RecipeCredential:
             self._teardown_sql, ctx.resource, recipe, artifact.name, values
         )
 
-    def sweep(self, resource: Resource, live: set[str], dry_run: bool) -> list[Leftover]:
+    def sweep(self, resource: Resource, live: Container[str], dry_run: bool) -> list[Leftover]:
         """PostgreSQL roles named bg_<session> whose session is not live."""
         import psycopg
 
