@@ -100,7 +100,15 @@ class BgtuiApp(App[None], inherit_bindings=False):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit", tooltip="Leave bgtui."),
         Binding("f1", "help", "Help", id="help", tooltip="Keys and what they do here."),
-        Binding("ctrl+p", "command_palette", "Palette", id="palette", tooltip="Every action here."),
+        # show=False: the footer already shows the palette's key at its right end.
+        Binding(
+            "ctrl+p",
+            "command_palette",
+            "Palette",
+            id="palette",
+            show=False,
+            tooltip="Every action here.",
+        ),
         Binding(
             "ctrl+o",
             "switch_identity",

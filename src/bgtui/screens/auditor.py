@@ -314,7 +314,8 @@ class AuditorScreen(BgScreen):
         super().refresh_views(rid)
         if self.rewritten:
             header = self.query_one(BgHeader)
-            header.controller = f"⚠ AUDIT LOG REWRITTEN · {header.controller}"
+            marked = ("⚠ AUDIT LOG REWRITTEN", header.controller)
+            header.controller = " · ".join(part for part in marked if part)
         if rid is not None and self.is_mounted and self.bg.connection == "connected":
             # A lifecycle event: the controller signed a checkpoint with it; copy it soon.
             if self._sync_timer is not None:

@@ -56,12 +56,8 @@ class BgScreen(Screen[None]):
             header.who = app.identity.name
             header.role = app.identity.role
             header.fingerprint = app.identity.fingerprint
-        controller_id = app.memory.info.get("controller_id")
-        header.controller = (
-            f"{controller_id} {app.settings.controller}"
-            if controller_id
-            else app.settings.controller
-        )
+        header.controller = str(app.memory.info.get("controller_id") or "")
+        header.address = app.settings.controller
         header.state = app.connection
 
     def refresh_views(self, rid: str | None) -> None:

@@ -24,7 +24,8 @@ def short_fingerprint(fingerprint: str) -> str:
 class BgHeader(Widget):
     """Identity (name, role, fingerprint) on the left; controller and link state on the right.
 
-    The right side never gets cut: a narrow terminal shortens the identity first.
+    The link state never gets cut. When the line is too narrow for everything, the controller's
+    address goes first (its id stays), then the identity is shortened.
     """
 
     DEFAULT_CSS = """
@@ -45,6 +46,9 @@ class BgHeader(Widget):
     role: reactive[str] = reactive("")
     fingerprint: reactive[str] = reactive("")
     controller: reactive[str] = reactive("")
+    """The controller's id, once it has said it."""
+    address: reactive[str] = reactive("")
+    """Where the controller is reached (`unix:PATH`, `https://…`)."""
     state: reactive[str] = reactive("connecting")
 
     def compose(self) -> ComposeResult:
@@ -66,27 +70,44 @@ class BgHeader(Widget):
     def watch_controller(self) -> None:
         self._redraw()
 
+    def watch_address(self) -> None:
+        self._redraw()
+
+    def on_resize(self) -> None:
+        self._redraw()
+
     def watch_state(self, state: str) -> None:
         for name in STATE_MARKS:
             self.set_class(state == name, f"-{name}")
         self._redraw()
 
-    def link_text(self) -> str:
+    def link_text(self, with_address: bool = True) -> str:
         mark, label = STATE_MARKS.get(self.state, ("?", self.state))
-        return f"{self.controller or 'no controller'}  {mark} {label}"
+        address = self.address if with_address or not self.controller else ""
+        where = " ".join(part for part in (self.controller, address) if part)
+        return f"{where or 'no controller'}  {mark} {label}"
 
-    def _redraw(self) -> None:
-        if not self.is_mounted:
-            return
+    def _identity(self, with_fingerprint: bool) -> Text:
         left = Text(no_wrap=True, overflow="ellipsis")
         left.append(" bgtui ", style="bold reverse")
         left.append(f" {self.who}", style="bold")
         if self.role:
             left.append(f" · {self.role}")
-        if self.fingerprint:
+        if self.fingerprint and with_fingerprint:
             left.append(f" · {short_fingerprint(self.fingerprint)}", style="dim")
+        return left
+
+    def _redraw(self) -> None:
+        if not self.is_mounted:
+            return
+        width = self.size.width or 10_000  # not laid out yet: everything, until the resize
+        left, link = self._identity(True), self.link_text()
+        if left.cell_len + len(link) + 2 > width:
+            link = self.link_text(with_address=False)
+        if left.cell_len + len(link) + 2 > width:
+            left = self._identity(False)
         self.query_one("#identity", Label).update(left)
-        self.query_one("#link", Label).update(Text(self.link_text(), no_wrap=True))
+        self.query_one("#link", Label).update(Text(link, no_wrap=True))
 
     def render_text(self) -> str:
         """The whole line as plain text (for tests and logs)."""
