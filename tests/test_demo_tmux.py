@@ -318,7 +318,6 @@ def leave_nothing(pane: Pane) -> None:
 
 
 def test_demo_walks_request_approve_connect_end_and_audit_verify(pane: Pane) -> None:
-    began = time.monotonic()
     program = Path(sys.executable).parent / "bgtui"
     # Under pytest the C-level environment carries COLUMNS=80 LINES=24 (not in os.environ); a
     # pane started with them would make Textual draw at 80x24 whatever the pane's size.
@@ -408,7 +407,6 @@ def test_demo_walks_request_approve_connect_end_and_audit_verify(pane: Pane) -> 
     pane.wait_for("sandbox stopped; its files removed", timeout=10)
     assert pane.dead_status() in ("0", None), pane.screen()
     assert_nothing_left(root)
-    assert time.monotonic() - began < 120
 
 
 def bgtui(root: Path, who: str, *args: str) -> str:

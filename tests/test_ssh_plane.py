@@ -289,11 +289,10 @@ def test_end_cuts_live_connections_and_revokes_the_certificate(rig: Rig) -> None
     first, first_sleep = live_ssh(directory)
     second, second_sleep = live_ssh(directory)
     try:
-        began = time.monotonic()
         ended = end_and_wait(rig, rid)
-        assert first.wait(timeout=5) == 255
-        assert second.wait(timeout=5) == 255
-        assert time.monotonic() - began < 15
+        # 255: the connections were cut (the remote `sleep 60` finishing would exit 0).
+        assert first.wait(timeout=30) == 255
+        assert second.wait(timeout=30) == 255
         assert wait_until(lambda: not alive(first_sleep) and not alive(second_sleep), 5)
         how = receipt_how(ended)
         assert f"revoked key id {rid} in {rig.sshd.revoked_keys_path}" in how, how

@@ -175,7 +175,6 @@ def remote_prompt(screen: str) -> bool:
 
 
 def test_connect_runs_a_recorded_ssh_shell_and_the_tui_comes_back(rig: Rig, tmp_path: Path) -> None:
-    began = time.monotonic()
     olive = rig.app.identities["olive"].home
     bgtui = Path(sys.executable).parent / "bgtui"
     settings = [f"{key}={value}" for key, value in rig.app.env("olive").items()]
@@ -242,4 +241,3 @@ def test_connect_runs_a_recorded_ssh_shell_and_the_tui_comes_back(rig: Rig, tmp_
         pane.wait(lambda s: f"{EXITED}0" in s, "bgtui to quit with exit 0")
     finally:
         pane.kill()
-    assert time.monotonic() - began < 60
