@@ -317,7 +317,7 @@ def bench_builder() -> Any:
     return module.build
 
 
-def offline_auditor(tmp_path: Path, entries: int) -> BgtuiApp:
+def offline_auditor(tmp_path: Path, entries: int, keymap: dict[str, str] | None = None) -> BgtuiApp:
     home = ClientHome(tmp_path / "home")
     Identity.create(home, "audrey", "auditor", AUDREY)
     with Mirror(mirror_path(home), "acme-prod") as mirror:
@@ -328,6 +328,7 @@ def offline_auditor(tmp_path: Path, entries: int) -> BgtuiApp:
         identity_name="audrey",
         reconnect_delays=(3600.0,),
         offline_after=1,
+        keymap=keymap or {},
     )
     return create_app(
         settings,
@@ -341,7 +342,8 @@ def offline_auditor(tmp_path: Path, entries: int) -> BgtuiApp:
 
 def test_paging_thousands_of_entries_a_page_at_a_time(tmp_path: Path) -> None:
     total = 4000
-    app = offline_auditor(tmp_path, total)
+    # Older entries rebound to ctrl+n: the counts under the table name the keys as bound.
+    app = offline_auditor(tmp_path, total, keymap={"audit-next-page": "ctrl+n"})
 
     async def scenario() -> None:
         async with app.run_test(size=SIZE) as pilot:
@@ -351,12 +353,12 @@ def test_paging_thousands_of_entries_a_page_at_a_time(tmp_path: Path) -> None:
             page = table.page_size
             assert 10 < page < 100 and table.row_count == page  # one screenful, not the log
             assert [r.seq for r in table.rows_shown] == list(range(total, total - page, -1))
-            assert status(app) == f"rows 1–{page} of {total:,}"
+            assert status(app) == f"rows 1–{page} of {total:,} · ^n older"
 
-            await pilot.press("pagedown")
+            await pilot.press("ctrl+n")
             await until(pilot, lambda: table.page_offset == page, "page 2")
             assert table.rows_shown[0].seq == total - page and table.row_count == page
-            assert status(app) == f"rows {page + 1}–{2 * page} of {total:,}"
+            assert status(app) == f"rows {page + 1}–{2 * page} of {total:,} · ^n older · pgup newer"
 
             table.move_cursor(row=page - 1)
             await pilot.press("down")  # off the bottom edge: one row further
@@ -366,7 +368,7 @@ def test_paging_thousands_of_entries_a_page_at_a_time(tmp_path: Path) -> None:
 
             await pilot.press("ctrl+end")
             await until(pilot, lambda: table.rows_shown[-1].seq == 1, "the oldest page")
-            assert status(app) == f"rows {total - page + 1:,}–{total:,} of {total:,}"
+            assert status(app) == f"rows {total - page + 1:,}–{total:,} of {total:,} · pgup newer"
             await pilot.press("pageup")
             await until(pilot, lambda: table.page_offset == total - 2 * page, "back a page")
 

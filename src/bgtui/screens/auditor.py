@@ -239,9 +239,27 @@ class AuditorScreen(BgScreen):
             text = "no entries match" if self.filter else "the local copy holds no entries yet"
         else:
             text = f"rows {page.first:,}–{page.last:,} of {page.total:,}"
+            more = [
+                f"{self._key_for(binding_id)} {label}"
+                for binding_id, label, there in (
+                    ("audit-next-page", "older", page.last < page.total),
+                    ("audit-prev-page", "newer", page.first > 1),
+                )
+                if there
+            ]
+            if more:
+                text += " · " + " · ".join(more)
         if self.filter and page.held:
             text += f" matching · the local copy holds {page.held:,}"
         self._status(text)
+
+    def _key_for(self, binding_id: str) -> str:
+        """The key of one of the table's bindings, as the footer shows keys (keymap applied)."""
+        for binding in AuditTable.BINDINGS:
+            if isinstance(binding, Binding) and binding.id == binding_id:
+                key = self.bg.settings.keymap.get(binding_id, binding.key).split(",")[0].strip()
+                return self.app.get_key_display(Binding(key, binding.action))
+        raise KeyError(binding_id)
 
     def _status(self, text: str, *, problem: bool = False) -> None:
         self.set_class(problem, "-problem")

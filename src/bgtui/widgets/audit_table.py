@@ -57,6 +57,7 @@ class AuditTable(DataTable[Text]):
             "pagedown",
             "page_down",
             "Next page",
+            show=False,  # the row counts under the table say which way there is more
             id="audit-next-page",
             tooltip="Older entries: the next page.",
         ),
@@ -64,6 +65,7 @@ class AuditTable(DataTable[Text]):
             "pageup",
             "page_up",
             "Prev page",
+            show=False,  # the row counts under the table say which way there is more
             id="audit-prev-page",
             tooltip="Newer entries: the previous page.",
         ),
