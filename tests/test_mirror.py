@@ -22,6 +22,7 @@ from bgtui.client import ApiRefused, ControllerClient
 from bgtui.home import ClientHome
 from bgtui.identity import Identity
 from bgtui.mirror import AuditFilter, Mirror, SyncResult, mirror_path
+from bgtui.mirror_schema import MIGRATIONS
 from bgtui.protocol.errors import Refused
 from bgtui.protocol.evidence import GENESIS, chain_hash
 from bgtui.protocol.keys import PrivateKey, PublicKey
@@ -357,6 +358,63 @@ def test_views_are_kept_newest_first(tmp_path: Path) -> None:
     with Mirror(tmp_path / "mirror.db", "other-prod") as other:
         assert other.views() == []
     assert (tmp_path / "mirror.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_catalog_is_kept_and_names_the_controller_at_its_address(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.db"
+    resources = [{"name": "status-page", "kind": "service", "privileges": ["use"]}]
+    assert Mirror.known_controller(path, "unix:/run/bgctl.sock") is None  # no file yet
+    with Mirror(path, "acme-prod") as mirror:
+        assert mirror.catalog() is None
+        mirror.save_catalog("unix:/run/bgctl.sock", resources, {"controller_id": "acme-prod"})
+        assert mirror.catalog() == (resources, {"controller_id": "acme-prod"})
+        mirror.save_catalog("unix:/run/bgctl.sock", [], {"controller_id": "acme-prod"})
+        assert mirror.catalog() == ([], {"controller_id": "acme-prod"})  # replaced, not merged
+    with Mirror(path, "acme-stage") as stage:
+        stage.save_catalog("https://stage:8443", resources, {"controller_id": "acme-stage"})
+    # Each address names the controller last seen there; an unknown one, none (two are held).
+    assert Mirror.known_controller(path, "unix:/run/bgctl.sock") == "acme-prod"
+    assert Mirror.known_controller(path, "https://stage:8443") == "acme-stage"
+    assert Mirror.known_controller(path, "https://elsewhere") is None
+    # The address is redeployed with another controller: the newer answer wins.
+    with Mirror(path, "acme-prod-2") as redeployed:
+        redeployed.save_catalog("unix:/run/bgctl.sock", resources, {})
+    assert Mirror.known_controller(path, "unix:/run/bgctl.sock") == "acme-prod-2"
+
+
+def test_a_version_1_mirror_is_upgraded_in_place_and_keeps_what_it_held(tmp_path: Path) -> None:
+    from sqlite_utils import Database
+
+    from bgtui.mirror_schema import v1_initial
+
+    path = tmp_path / "mirror.db"
+    db = Database(path)
+    v1_initial(db)
+    db.execute("PRAGMA user_version = 1")
+    view = {"id": "01A", "created_at": "2026-01-01T00:00:00Z", "state": "ended"}
+    db.execute(
+        "INSERT INTO views (controller, id, created_at, state, view) VALUES (?, ?, ?, ?, ?)",
+        ["acme-prod", "01A", view["created_at"], "ended", json.dumps(view)],
+    )
+    db.conn.commit()
+    db.close()
+    with Mirror(path, "acme-prod") as mirror:
+        assert mirror.views() == [view]
+        assert mirror.catalog() is None
+        mirror.save_catalog("unix:/x.sock", [], {"controller_id": "acme-prod"})
+        version = mirror.db.conn.execute("PRAGMA user_version").fetchone()[0]
+    assert version == len(MIGRATIONS) == 2
+
+
+def test_a_mirror_from_a_newer_bgtui_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.db"
+    Mirror(path, "acme-prod").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    before = path.read_bytes()
+    with pytest.raises(Refused, match="newer than this bgtui understands"):
+        Mirror(path, "acme-prod")
+    assert path.read_bytes() == before
 
 
 def test_an_older_view_never_replaces_a_newer_one(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ import shutil
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from tests.servers import Appliance, appliance
@@ -25,10 +26,11 @@ from tests.test_tui_snapshots import plane as snapshot_plane
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Label, Static
 
-from bgtui.app import ActionFinished, BgtuiApp, ViewsArrived, create_app
+from bgtui.app import ActionFinished, BgtuiApp, ViewsArrived, create_app, open_mirror
 from bgtui.client import ControllerClient
 from bgtui.home import ClientHome
 from bgtui.identity import Identity
+from bgtui.mirror import mirror_path
 from bgtui.protocol.timefmt import now_utc, parse_utc
 from bgtui.screens.approval import ApprovalScreen
 from bgtui.screens.approver import ApproverScreen
@@ -38,11 +40,12 @@ from bgtui.screens.request_form import RequestFormScreen
 from bgtui.screens.session import SessionScreen
 from bgtui.shell import ShellOutcome, ShellSession
 from bgtui.tui_config import TuiSettings
-from bgtui.tui_link import MemoryCache
+from bgtui.tui_link import MemoryCache, ThreadCache, ViewCache
 from bgtui.widgets.countdown import Countdown
 from bgtui.widgets.header import BgHeader
 
 View = dict[str, Any]
+T = TypeVar("T")
 SIZE = (120, 40)
 
 
@@ -85,6 +88,7 @@ def make_app(
     launcher: RecordingLauncher | None = None,
     home: Path | None = None,
     keymap: dict[str, str] | None = None,
+    mirror: ViewCache | None = None,
 ) -> BgtuiApp:
     client_home = ClientHome(home or ap.identities[name].home)
     settings = TuiSettings(
@@ -101,11 +105,12 @@ def make_app(
         identities=Identity.load_all(client_home),
         clock=clock or Clock(),
         shell_launcher=launcher or RecordingLauncher(),
+        mirror=mirror,
     )
 
 
-def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(scenario())
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(scenario())
 
 
 async def until(pilot: Pilot[Any], check: Callable[[], object], what: str, timeout=20.0) -> None:
@@ -420,6 +425,46 @@ def test_controller_going_away_and_coming_back(ap: Appliance) -> None:
             await until(pilot, lambda: state_of(app, rid) == "cancelled", "live again")
 
     run(scenario)
+
+
+def test_a_first_connection_makes_the_mirror_and_an_offline_start_shows_it(ap: Appliance) -> None:
+    """No audit sync ever ran in olive's home: the TUI's own first connection makes the mirror,
+    and a later start with the controller down shows the catalog and the request from it."""
+    home = ClientHome(ap.identities["olive"].home)
+    assert not mirror_path(home).exists()
+
+    def the_mirror() -> ThreadCache:  # as `bgtui` itself opens it (bgtui.app.launch)
+        return ThreadCache(partial(open_mirror, home, ap.url))
+
+    async def online() -> str:
+        cache = the_mirror()
+        try:
+            async with make_app(ap, "olive", mirror=cache).run_test(size=SIZE) as pilot:
+                await connected(pilot)
+                return await request_in_app(pilot)
+        finally:
+            cache.close()  # writes are queued: close finishes them
+
+    rid = run(online)
+    assert mirror_path(home).stat().st_mode & 0o777 == 0o600
+    ap.stop()
+
+    async def offline() -> None:
+        cache = the_mirror()
+        try:
+            app = make_app(ap, "olive", mirror=cache)
+            async with app.run_test(size=SIZE) as pilot:
+                await until(pilot, lambda: app.connection == "offline", "offline")
+                await until(pilot, lambda: app.view(rid) is not None, "the request, from disk")
+                assert row(app, "mine", rid)[1] == "Pending"
+                assert row(app, "catalog", "status-page")[0] == "status-page"
+                header = app.screen.query_one(BgHeader)
+                assert header.controller == "acme-prod"  # the id it said it had, remembered
+                assert "offline" in header.render_text()
+        finally:
+            cache.close()
+
+    run(offline)
 
 
 def test_connect_hands_over_and_closes_the_shell_when_the_session_ends(ap: Appliance) -> None:

@@ -61,9 +61,11 @@ class ViewsArrived(Message):
 
 @dataclass
 class CachedViews(Message):
-    """Views from the local store, read after startup: they fill in, never replace."""
+    """Views (and the last catalog) from the local store, read after startup: they fill in,
+    never replace."""
 
     views: list[View]
+    catalog: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -167,7 +169,7 @@ class BgtuiApp(App[None], inherit_bindings=False):
 
     @work(thread=True, exit_on_error=False, group="cache")
     def _read_cache(self) -> None:
-        self.post_message(CachedViews(self.cache.views()))
+        self.post_message(CachedViews(self.cache.views(), self.cache.catalog()))
 
     def _initial_identity(self) -> Identity | None:
         if self.settings.identity_name:
@@ -262,12 +264,19 @@ class BgtuiApp(App[None], inherit_bindings=False):
     @on(CachedViews)
     def _cached_views(self, message: CachedViews) -> None:
         self.memory.seed(message.views)
+        if message.catalog is not None and not self.memory.resources and not self.memory.info:
+            self.memory.resources, self.memory.info = message.catalog  # the controller's is newer
         self.views_changed.publish(None)
 
     @on(CatalogArrived)
     def _catalog_arrived(self, message: CatalogArrived) -> None:
         self.memory.resources = message.resources
         self.memory.info = message.info
+        if self.cache is not self.memory:
+            try:
+                self.cache.save_catalog(self.settings.controller, message.resources, message.info)
+            except Exception as exc:  # the mirror is a copy: a failed write must not stop us
+                self.log.warning(f"mirror write failed: {exc}")
         self.views_changed.publish(None)
 
     @on(ConnectionChanged)
@@ -418,7 +427,7 @@ def launch(context: ClientContext) -> None:
         **tui_options(home.config_path, binding_ids()),
     )
     # Opened in its own thread once the app asks, so the first frame never waits on SQLite.
-    mirror = ThreadCache(partial(_open_mirror, home, settings.controller))
+    mirror = ThreadCache(partial(open_mirror, home, settings.controller))
     app = create_app(
         settings,
         client_factory=lambda identity, signer: context.client(signer),
@@ -433,13 +442,14 @@ def launch(context: ClientContext) -> None:
         mirror.close()
 
 
-def _open_mirror(home: ClientHome, url: str) -> Mirror | None:
-    """The local mirror of this controller when an earlier sync made one, else None."""
+def open_mirror(home: ClientHome, url: str, controller_id: str | None) -> Mirror | None:
+    """The local mirror of `controller_id` (made if new); without one, of the controller last
+    seen at `url`, if any."""
     from bgtui.mirror import Mirror, mirror_path
 
     path = mirror_path(home)
     try:
-        controller_id = Mirror.known_controller(path, url)
+        controller_id = controller_id or Mirror.known_controller(path, url)
         return Mirror(path, controller_id) if controller_id else None
     except (Refused, OSError, sqlite3.Error):
         return None

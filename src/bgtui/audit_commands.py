@@ -76,7 +76,10 @@ def opened(obj: ClientContext, *, warn: bool = True) -> Iterator[Opened]:
         key = mirror.controller_key()
         if key is None:
             mirror.close()
-            raise Refused(f"{reason}; and the local copy has no pinned controller key")
+            raise Refused(
+                f"{reason}; and there is no local copy of its audit log yet (no sync pinned "
+                "its key)"
+            )
         click.echo(OFFLINE, err=True)
         try:
             yield Opened(mirror, key, None)

@@ -128,17 +128,23 @@ class Mirror:
     # controllers --------------------------------------------------------------------------
     @staticmethod
     def known_controller(path: Path, url: str | None) -> str | None:
-        """The controller id last synced from `url` (or the only one held), for offline use."""
+        """The controller that last answered at `url` (an audit sync or a TUI connection, the
+        later one), else the only one held: for offline use."""
         if not path.exists():
             return None
         db = open_mirror_db(path)
         try:
-            rows = db.conn.execute("SELECT id, url FROM controllers ORDER BY synced_at").fetchall()
+            rows = db.conn.execute("SELECT id, url FROM controllers").fetchall()
+            at_url = db.conn.execute(
+                "SELECT id, coalesce(synced_at, '') FROM controllers WHERE url = ?1"
+                " UNION ALL SELECT controller, seen_at FROM seen WHERE url = ?1"
+                " ORDER BY 2 DESC LIMIT 1",
+                (url,),
+            ).fetchone()
         finally:
             db.close()
-        matching = [str(i) for i, u in rows if url is not None and u == url]
-        if matching:
-            return matching[-1]
+        if at_url is not None:
+            return str(at_url[0])
         return str(rows[0][0]) if len(rows) == 1 else None
 
     def controller_key(self) -> PublicKey | None:
@@ -165,6 +171,31 @@ class Mirror:
             " ON CONFLICT (id) DO UPDATE SET url = excluded.url",
             (self.controller_id, url, key.openssh(self.controller_id)),
         )
+
+    # the catalog ----------------------------------------------------------------------------
+    def save_catalog(self, url: str, resources: list[dict[str, Any]], info: dict[str, Any]) -> None:
+        """Keeps the catalog and info this controller showed at `url`, for offline starts."""
+        now = utc_text(now_utc())
+        with self._transaction():
+            self.db.conn.execute(
+                "INSERT INTO seen (url, controller, seen_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (url) DO UPDATE SET controller = excluded.controller,"
+                " seen_at = excluded.seen_at",
+                (url, self.controller_id, now),
+            )
+            self.db.conn.execute(
+                "INSERT INTO catalogs (controller, resources, info, saved_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (controller) DO UPDATE SET resources = excluded.resources,"
+                " info = excluded.info, saved_at = excluded.saved_at",
+                (self.controller_id, json.dumps(resources), json.dumps(info), now),
+            )
+
+    def catalog(self) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        """The resources and info last saved for this controller, if any."""
+        row = self.db.conn.execute(
+            "SELECT resources, info FROM catalogs WHERE controller = ?", (self.controller_id,)
+        ).fetchone()
+        return None if row is None else (list(json.loads(row[0])), dict(json.loads(row[1])))
 
     # requests and sessions ----------------------------------------------------------------
     def save_views(self, views: list[dict[str, Any]]) -> None:

@@ -141,7 +141,30 @@ def v1_initial(db: Database) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [v1_initial]
+def v2_catalog(db: Database) -> None:
+    """Version 2: which controller answered at which address, and the last catalog it showed.
+
+    So the TUI has a mirror from its first connection on (not only after an audit sync, which
+    pins the controller's key in `controllers`), and an offline start shows the resources.
+    """
+    statements = [
+        """CREATE TABLE seen (
+            url TEXT PRIMARY KEY,
+            controller TEXT NOT NULL,               -- the id it said it had (/v1/info)
+            seen_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE catalogs (
+            controller TEXT PRIMARY KEY,
+            resources TEXT NOT NULL,                -- JSON, as /v1/resources answered
+            info TEXT NOT NULL,                     -- JSON, as /v1/info answered
+            saved_at TEXT NOT NULL
+        )""",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [v1_initial, v2_catalog]
 """Migration i brings a mirror from version i to i+1; only ever append to this list."""
 
 

@@ -32,6 +32,10 @@ class ViewCache(Protocol):
     def save_views(self, views: list[View]) -> None: ...
     def views(self) -> list[View]: ...
     def view(self, rid: str) -> View | None: ...
+    def save_catalog(
+        self, url: str, resources: list[dict[str, Any]], info: dict[str, Any]
+    ) -> None: ...
+    def catalog(self) -> tuple[list[dict[str, Any]], dict[str, Any]] | None: ...
 
 
 def revision(view: View) -> int:
@@ -80,25 +84,39 @@ class MemoryCache:
     def view(self, rid: str) -> View | None:
         return self._views.get(rid)
 
+    def save_catalog(self, url: str, resources: list[dict[str, Any]], info: dict[str, Any]) -> None:
+        self.resources, self.info = list(resources), dict(info)
+
+    def catalog(self) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        return (self.resources, self.info) if self.resources or self.info else None
+
 
 class ThreadCache:
     """A store (the Mirror) opened, read and written in one thread of its own.
 
     A SQLite connection belongs to the thread that opened it, and the TUI's event loop must
-    not wait on the disk: `open_store` runs on first use, in that thread, and so does every
-    call after it. Writes are queued, not waited for; `views` waits (call it from a worker).
+    not wait on the disk: `open_store(None)` (the store known for this controller, if any) runs
+    on first use, in that thread, and so does every call after it. Writes are queued, not
+    waited for; reads wait (call them from a worker).
+
+    With no store yet (a first connection), views are held back until the controller's catalog
+    names it: `save_catalog` then makes the store with `open_store(controller_id)` and writes
+    them. A catalog naming another controller than the open store's switches stores.
     """
 
-    def __init__(self, open_store: Callable[[], ViewCache | None]) -> None:
+    PENDING_LIMIT = 10_000
+
+    def __init__(self, open_store: Callable[[str | None], ViewCache | None]) -> None:
         self._open_store = open_store
         self._store: ViewCache | None = None
         self._opened = False
+        self._pending: list[View] = []
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bgtui-store")
 
     def _get(self) -> ViewCache | None:
         if not self._opened:
             self._opened = True
-            self._store = self._open_store()
+            self._store = self._open_store(None)
         return self._store
 
     def _save(self, views: list[View]) -> None:
@@ -106,11 +124,39 @@ class ThreadCache:
             store = self._get()
             if store is not None:
                 store.save_views(views)
+            elif len(self._pending) < self.PENDING_LIMIT:
+                self._pending.extend(views)
         except Exception:  # noqa: S110 - the store is a copy: a failed write must not stop the app
             pass
 
+    def _save_catalog(
+        self, url: str, resources: list[dict[str, Any]], info: dict[str, Any]
+    ) -> None:
+        try:
+            store = self._get()
+            controller_id = str(info.get("controller_id") or "")
+            if controller_id and getattr(store, "controller_id", None) != controller_id:
+                self._close_store()
+                store = self._store = self._open_store(controller_id)
+            if store is not None:
+                store.save_catalog(url, resources, info)
+                if self._pending:
+                    store.save_views(self._pending)
+                    self._pending = []
+        except Exception:  # noqa: S110 - the store is a copy: a failed write must not stop the app
+            pass
+
+    def _close_store(self) -> None:
+        closing = getattr(self._store, "close", None)
+        if callable(closing):
+            closing()
+        self._store = None
+
     def save_views(self, views: list[View]) -> None:
         self._thread.submit(self._save, list(views))
+
+    def save_catalog(self, url: str, resources: list[dict[str, Any]], info: dict[str, Any]) -> None:
+        self._thread.submit(self._save_catalog, url, list(resources), dict(info))
 
     def views(self) -> list[View]:
         def read() -> list[View]:
@@ -126,15 +172,16 @@ class ThreadCache:
 
         return self._thread.submit(read).result()
 
+    def catalog(self) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+        def read() -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+            store = self._get()
+            return store.catalog() if store is not None else None
+
+        return self._thread.submit(read).result()
+
     def close(self) -> None:
         """Finishes queued writes, then closes the store in its thread."""
-
-        def close() -> None:
-            closing = getattr(self._store, "close", None)
-            if callable(closing):
-                closing()
-
-        self._thread.submit(close)
+        self._thread.submit(self._close_store)
         self._thread.shutdown(wait=True)
 
 
