@@ -222,6 +222,11 @@ def test_request_form_validates_as_you_type(ap: Appliance) -> None:
             await pilot.pause()
             error = str(app.screen.query_one("#duration-error", Label).content)
             assert "longer than this controller's maximum of 4h" in error
+            await pilot.press("backspace", "backspace")
+            await pilot.pause()
+            error = str(app.screen.query_one("#duration-error", Label).content)
+            assert error == "a duration is required, like 30m or 1h30m"
+            await pilot.press(*"9h")
             await pilot.press("ctrl+s")
             await pilot.pause()
             assert "a reason is required" in str(

@@ -30,6 +30,8 @@ class DurationValidator(Validator):
         self.maximum = maximum
 
     def validate(self, value: str) -> ValidationResult:
+        if not value.strip():
+            return self.failure("a duration is required, like 30m or 1h30m")
         try:
             seconds = parse_duration(value)
         except Refused as exc:
