@@ -476,3 +476,32 @@ def test_local_tampering_is_named_by_verify(tmp_path: Path) -> None:
         assert not verdict.ok and verdict.first_bad == 12345, verdict
         assert "entry 12345 was modified" in str(verdict)
         assert not mirror.verify(PrivateKey.generate().public).ok
+
+
+def test_the_tuis_store_thread_makes_the_mirror_when_the_catalog_names_the_controller(
+    tmp_path: Path,
+) -> None:
+    """Views that arrive before the catalog are held, then written to the mirror the catalog
+    names; a catalog naming another controller at that address switches mirrors."""
+    from functools import partial
+
+    from bgtui.app import open_mirror
+    from bgtui.tui_link import ThreadCache
+
+    home = ClientHome(tmp_path / "home")
+    url = "unix:/run/bgctl.sock"
+    first = {"id": "01A", "created_at": "2026-01-01T00:00:00Z", "state": "pending"}
+    cache = ThreadCache(partial(open_mirror, home, url))
+    try:
+        cache.save_views([first])
+        assert cache.views() == [] and not mirror_path(home).exists()  # no controller named yet
+        cache.save_catalog(url, [{"name": "db"}], {"controller_id": "acme-prod"})
+        assert cache.views() == [first]
+        assert cache.catalog() == ([{"name": "db"}], {"controller_id": "acme-prod"})
+        cache.save_catalog(url, [], {"controller_id": "acme-prod-2"})  # redeployed there
+        assert cache.views() == []
+    finally:
+        cache.close()
+    with Mirror(mirror_path(home), "acme-prod") as mirror:
+        assert mirror.views() == [first]
+    assert Mirror.known_controller(mirror_path(home), url) == "acme-prod-2"
