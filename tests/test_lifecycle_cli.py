@@ -421,22 +421,24 @@ def test_connect_opens_the_session_in_a_shell_and_refuses_when_not_active(app: A
 
 def test_sweep_asks_the_ledger_about_a_session_when_it_finds_its_artifact(app: Appliance) -> None:
     """A sweep lists a target's artifacts first and asks about their sessions after: a session
-    that started activating in between is live to it, so its fresh artifacts stay."""
+    that started activating in between is live to it, so its fresh artifacts stay. A session
+    the ledger never had is another controller's, never this one's leftover."""
     from controller.ledger import Ledger
     from controller.store import open_store
-    from controller.sweep import LiveSessions
+    from controller.sweep import Sessions
 
     rid = submit(app)["id"]
     db = open_store(app.home / "state.db")
     try:
-        live = LiveSessions(Ledger(db))  # made while the session only waits for approval
-        assert rid.lower() not in live and rid not in live
+        sessions = Sessions(Ledger(db))  # made while the session only waits for approval
+        assert not sessions.live(rid.lower()) and not sessions.live(rid)
+        assert sessions.known(rid.lower())  # labels and role names carry the id lowercased
+        assert not sessions.known("01jd2v6xkq8zj3m4n5p6q7r8s9")
         approve(app, rid)
         poll(app, rid, state_is("active"))
-        assert rid.lower() in live  # labels and role names carry the id lowercased
+        assert sessions.live(rid.lower())
         ok(app.bgtui("olive", "end", rid))
         poll(app, rid, state_is("ended"))
-        assert rid.lower() not in live
-        assert "bg_" + rid.lower() not in live  # a role name is not a session id
+        assert not sessions.live(rid.lower()) and sessions.known(rid.lower())
     finally:
         db.close()

@@ -450,13 +450,20 @@ def test_a_failing_statement_is_reported_without_the_password(
 def test_sweep_finds_and_removes_a_leftover_session_role(
     app: Appliance, pg: ThrowawayPostgres
 ) -> None:
-    leftover = f"bg_{str(ULID()).lower()}"
+    # A role of this controller's ended session, back (restored from a backup, say); and a
+    # role of a session this controller never had: another controller's, on the same server.
+    rid = submit(app, "readwrite")
+    activate(app, rid)
+    ok(app.bgtui("olive", "end", rid))
+    poll(app, rid, "ended")
+    leftover, foreign = role_of(rid), f"bg_{str(ULID()).lower()}"
     with admin(pg) as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'x' IN ROLE bg_readwrite").format(
-                sql.Identifier(leftover)
+        for role in (leftover, foreign):
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'x' IN ROLE bg_readwrite").format(
+                    sql.Identifier(role)
+                )
             )
-        )
     with admin(pg, "orders") as conn:  # it owns something outside the admin DSN's database
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(leftover)))
         conn.execute("CREATE TABLE leftover_scratch (x int)")
@@ -465,6 +472,7 @@ def test_sweep_finds_and_removes_a_leftover_session_role(
     assert dry.returncode == 0, dry.stderr
     assert f"would remove postgres-role {leftover} on orders-db" in dry.stdout, dry.stdout
     assert "bg_readonly" not in dry.stdout and "bg_readwrite" not in dry.stdout
+    assert foreign not in dry.stdout
     assert role_row(pg, leftover) is not None
 
     swept = run("bgctl", "--home", home, "sweep")
@@ -479,6 +487,9 @@ def test_sweep_finds_and_removes_a_leftover_session_role(
     assert owner == (pg.user,)
     again = run("bgctl", "--home", home, "sweep", "--dry-run")
     assert leftover not in again.stdout
+    assert role_row(pg, foreign) is not None  # never this controller's to drop
+    with admin(pg) as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(foreign)))
 
 
 def test_connect_runs_psql_as_the_session_role(app: Appliance, pg: ThrowawayPostgres) -> None:

@@ -126,6 +126,11 @@ class Ledger:
                 self.db.execute("UPDATE sessions SET state = ? WHERE id = ?", [state, rid])
         return changed
 
+    def is_known(self, rid: str) -> bool:
+        """Whether `rid` (any case) is a request of this controller's, in any state."""
+        sql = "SELECT 1 FROM requests WHERE lower(id) = ?"
+        return self.db.execute(sql, [rid.lower()]).fetchone() is not None
+
     def is_live(self, rid: str) -> bool:
         """Whether `rid` (any case: labels and role names carry it lowercased) is live now."""
         sql = f"SELECT 1 FROM requests WHERE lower(id) = ? AND state IN ({_marks(LIVE)})"  # noqa: S608

@@ -2,14 +2,14 @@
 
 Two sources of truth are checked. The ledger: a finished session whose mint steps have no
 completed teardown (a crash between the two, say) is torn down again. The targets: providers
-that can list what bgtui made (Kubernetes objects by label, PostgreSQL roles by name) report
-anything whose session is not live, whatever the ledger says.
+that can list what bgtui made (Kubernetes objects labelled with this controller's id,
+PostgreSQL roles named for sessions this ledger has had) report anything whose session is not
+live, whatever the ledger says about its teardown.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,8 +39,9 @@ class Leftover:
         return f"{verb} {self.kind} {self.name} on {self.resource} (session {self.session}){tail}"
 
 
-class LiveSessions:
-    """`session in live`, answered by the ledger when asked, not from a list read earlier.
+class Sessions:
+    """What a sweep asks the ledger about a session id, when it asks: not from a list read
+    earlier.
 
     A provider lists what it finds on the target and only then asks about each thing's
     session. A session is live before anything is minted for it and never live again once
@@ -52,14 +53,19 @@ class LiveSessions:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    def __contains__(self, session: object) -> bool:
-        return isinstance(session, str) and self.ledger.is_live(session)
+    def live(self, session: str) -> bool:
+        return self.ledger.is_live(session)
+
+    def known(self, session: str) -> bool:
+        """Whether this controller ever had the session: a target another controller also
+        uses (one PostgreSQL for two) holds artifacts of sessions this ledger never saw."""
+        return self.ledger.is_known(session)
 
 
 class Sweeper(Protocol):
     """A provider that can list (and remove) what bgtui minted on a target."""
 
-    def sweep(self, resource: Resource, live: Container[str], dry_run: bool) -> list[Leftover]: ...
+    def sweep(self, resource: Resource, sessions: Sessions, dry_run: bool) -> list[Leftover]: ...
 
 
 def sweep(home: ControllerHome, dry_run: bool = False) -> list[Leftover]:
@@ -67,7 +73,7 @@ def sweep(home: ControllerHome, dry_run: bool = False) -> list[Leftover]:
     db = open_store(home.db_path)
     try:
         ledger = Ledger(db)
-        live = LiveSessions(ledger)
+        sessions = Sessions(ledger)
         found = _ledger_leftovers(home, ledger, dry_run)
         # Several resources may share one target (two catalog entries on one cluster): report
         # each leftover once, under the first resource that found it.
@@ -81,7 +87,7 @@ def sweep(home: ControllerHome, dry_run: bool = False) -> list[Leftover]:
                 method = getattr(provider, "sweep", None)
                 if method is None:
                     continue
-                for leftover in method(resource, live, dry_run):
+                for leftover in method(resource, sessions, dry_run):
                     key = (leftover.kind, leftover.name, leftover.session)
                     if key not in seen:
                         seen.add(key)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,7 +21,7 @@ from controller.config import Resource
 from controller.planes.base import Artifact, Minted, PlaneError, SessionContext, crash_point
 
 if TYPE_CHECKING:
-    from controller.sweep import Leftover
+    from controller.sweep import Leftover, Sessions
 
 MIN_TOKEN_SECONDS = 600  # the TokenRequest API refuses shorter expirations
 SESSION_LABEL = "bgtui.dev/session"
@@ -180,7 +179,7 @@ class KubernetesCredential:
         }
         return yaml.safe_dump(document, sort_keys=False)
 
-    def sweep(self, resource: Resource, live: Container[str], dry_run: bool) -> list[Leftover]:
+    def sweep(self, resource: Resource, sessions: Sessions, dry_run: bool) -> list[Leftover]:
         """Objects labelled as this controller's whose session is not live."""
         from kubernetes.client.exceptions import ApiException
 
@@ -208,7 +207,7 @@ class KubernetesCredential:
                 for kind, items in listings:
                     for item in items:
                         session = (item.metadata.labels or {}).get(SESSION_LABEL, "")
-                        if session in live:
+                        if sessions.live(session):
                             continue
                         namespace = item.metadata.namespace or ""
                         name = item.metadata.name

@@ -19,7 +19,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Container, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,7 +33,7 @@ from controller.recipes import Recipe, approved_recipe, load_recipe
 if TYPE_CHECKING:
     import psycopg
 
-    from controller.sweep import Leftover
+    from controller.sweep import Leftover, Sessions
 
 COMMAND_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10
@@ -176,8 +176,12 @@ class RecipeCredential:
             self._teardown_sql, ctx.resource, recipe, artifact.name, values
         )
 
-    def sweep(self, resource: Resource, live: Container[str], dry_run: bool) -> list[Leftover]:
-        """PostgreSQL roles named bg_<session> whose session is not live."""
+    def sweep(self, resource: Resource, sessions: Sessions, dry_run: bool) -> list[Leftover]:
+        """PostgreSQL roles named bg_<session> of this controller's sessions that are not live.
+
+        A role of a session this controller never had is left alone: it belongs to another
+        controller using the same server (role names carry no controller id).
+        """
         import psycopg
 
         from controller.sweep import Leftover
@@ -196,7 +200,9 @@ class RecipeCredential:
         found = []
         for (name,) in rows:
             session = name.removeprefix(ROLE_PREFIX)
-            if session in live or not _looks_like_session(session):
+            if not _looks_like_session(session) or not sessions.known(session):
+                continue
+            if sessions.live(session):
                 continue
             note, removed = "", False
             if not dry_run:
