@@ -10,7 +10,9 @@ driver cannot hand over a terminal; the real hand-off is exercised in tmux).
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -159,6 +161,12 @@ async def request_in_app(pilot: Pilot[Any], duration: str = "10m", reason: str =
     await until(pilot, lambda: {str(v["id"]) for v in app.views()} - before, "the new request")
     (rid,) = {str(v["id"]) for v in app.views()} - before
     return rid
+
+
+def screen_text(app: BgtuiApp) -> str:
+    """What the terminal shows now, toasts included, as text (from the SVG screenshot)."""
+    lines = re.findall(r"<text[^>]*>(.*?)</text>", app.export_screenshot(), re.S)
+    return " ".join(html.unescape(line).replace("\xa0", " ") for line in lines)
 
 
 def state_of(app: BgtuiApp, rid: str) -> str | None:
@@ -413,7 +421,7 @@ def test_expiry_while_the_session_screen_is_open(ap: Appliance) -> None:
 def test_controller_going_away_and_coming_back(ap: Appliance) -> None:
     async def scenario() -> None:
         app = make_app(ap, "olive")
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
             await connected(pilot)
             rid = await request_in_app(pilot)
             await asyncio.to_thread(ap.stop)
@@ -421,6 +429,9 @@ def test_controller_going_away_and_coming_back(ap: Appliance) -> None:
             header = app.screen.query_one(BgHeader)
             assert header.state == "offline"
             assert "offline" in header.render_text()
+            await until(pilot, lambda: "cannot reach the controller" in screen_text(app), "why")
+            assert "offline: showing the local copy" in screen_text(app)  # in a toast
+            assert re.search(r"\[Errno \d+\]", screen_text(app))  # plain text, not markup
             # Cached data is still on screen, read-only.
             assert row(app, "mine", rid)[1] == "Pending"
             assert row(app, "catalog", "status-page")[0] == "status-page"
@@ -640,6 +651,26 @@ def test_an_actions_late_answer_does_not_undo_a_newer_event(tmp_path: Path) -> N
             await pilot.pause()
             assert state_of(app, rid) == "ended"
             assert row(app, "mine", rid)[1] == "Ended"
+
+    run(scenario)
+
+
+def test_a_refusal_with_brackets_is_shown_verbatim_and_never_read_as_markup(
+    tmp_path: Path,
+) -> None:
+    """Refusals carry others' text (controller errors, paths, recipe names). As Rich markup,
+    `[/]` would crash the app and `[b=c]` would vanish; they are shown as written."""
+
+    async def scenario() -> None:
+        app = snapshot_app(tmp_path, "olive")
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await settle(pilot)
+            error = "role [/] of a[b=c] not created"
+            app.post_message(ActionFinished("end", None, error))
+            await until(pilot, lambda: "end refused" in screen_text(app), "the refusal")
+            assert error in screen_text(app)
+            app.screen.notify("from a screen: [/]")  # a Screen passes markup=True by default
+            await until(pilot, lambda: "from a screen: [/]" in screen_text(app), "verbatim")
 
     run(scenario)
 

@@ -11,6 +11,7 @@ Regenerate with `pytest tests/test_tui_snapshots.py --snapshot-update` and look 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,8 +273,15 @@ def snapshot_app(tmp_path: Path, who: str, *, names: tuple[str, ...] = ()) -> Bg
     )
 
 
+_OFFLINE_TOLD: weakref.WeakSet[BgtuiApp] = weakref.WeakSet()
+
+
 async def settle(pilot: Pilot[Any]) -> None:
-    """Offline for good (one failed connect), no blinking cursors, nothing pending."""
+    """Offline for good (one failed connect), no blinking cursors, nothing pending.
+
+    The toast saying why the app is offline (the fixture's doing, in every snapshot) is
+    dismissed the first time; toasts the steps of a snapshot raise stay in it.
+    """
     app = pilot.app
     assert isinstance(app, BgtuiApp)
     for _ in range(200):
@@ -281,6 +289,10 @@ async def settle(pilot: Pilot[Any]) -> None:
             break
         await pilot.pause(0.02)
     assert app.connection == "offline"
+    if app not in _OFFLINE_TOLD:
+        _OFFLINE_TOLD.add(app)
+        await pilot.pause()  # the toast is a message of its own: let it arrive, then clear it
+        app.clear_notifications()
     await pilot.pause()
     for widget in app.screen.query(Input):
         widget.cursor_blink = False

@@ -19,6 +19,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.signal import Signal
@@ -281,8 +282,12 @@ class BgtuiApp(App[None], inherit_bindings=False):
 
     @on(ConnectionChanged)
     def _connection_changed(self, message: ConnectionChanged) -> None:
+        went_offline = message.state == "offline" and self.connection != "offline"
         self.connection_detail = message.detail
         self.connection = message.state
+        if went_offline and message.detail:
+            # The header says offline; this says why (and stays until dismissed or timed out).
+            self.notify(message.detail, title="offline: showing the local copy", severity="warning")
 
     @on(ActionFinished)
     def _action_finished(self, message: ActionFinished) -> None:
@@ -323,6 +328,20 @@ class BgtuiApp(App[None], inherit_bindings=False):
             self.post_message(ActionFinished(label, None, str(exc)))
             return
         self.post_message(ActionFinished(label, view, None))
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every notification here is plain text, whatever the caller (screens pass markup=True
+        by default): messages carry controller errors, paths and ids, and Rich markup would eat
+        a `[Errno 111]` or fail on a stray `[`."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     # -- actions ---------------------------------------------------------------------------
     def action_help(self) -> None:
