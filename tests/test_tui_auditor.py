@@ -141,6 +141,7 @@ def test_browse_filter_search_and_timeline(ap: Appliance) -> None:
             await pilot.press("enter")  # back to the table
             await pilot.pause()
             assert isinstance(app.screen.focused, AuditTable)
+            assert footer_keys(app)["escape"] == "All entries"  # while something is filtered
 
             # the session's timeline, from its request to its teardown receipt
             await pilot.press("enter")
@@ -151,6 +152,7 @@ def test_browse_filter_search_and_timeline(ap: Appliance) -> None:
             await type_into(pilot, "#filter-event", "")
             await pilot.press("enter")
             await until(pilot, lambda: len(shown_rows(app)) > 2, "unfiltered again")
+            assert "escape" not in footer_keys(app)  # nothing to clear: not in the footer
             table = app.screen.query_one(AuditTable)
             index = next(i for i, r in enumerate(table.rows_shown) if r.session == first)
             table.move_cursor(row=index)
@@ -338,6 +340,15 @@ def offline_auditor(tmp_path: Path, entries: int, keymap: dict[str, str] | None 
         shell_launcher=NoShell(),
         mirror=MemoryCache([], [], INFO),
     )
+
+
+def footer_keys(app: BgtuiApp) -> dict[str, str]:
+    """Key to description of the bindings the footer shows now (enabled and shown)."""
+    return {
+        key: active.binding.description
+        for key, active in app.screen.active_bindings.items()
+        if active.enabled and active.binding.show
+    }
 
 
 def test_paging_thousands_of_entries_a_page_at_a_time(tmp_path: Path) -> None:

@@ -275,6 +275,7 @@ class AuditorScreen(BgScreen):
 
         self.filter = None if message.filter == AuditFilter() else message.filter
         self.load(0, "first")
+        self.refresh_bindings()  # `All entries` shows only while something is filtered
 
     @on(AuditFilterBar.Done)
     def _filter_done(self) -> None:
@@ -325,6 +326,8 @@ class AuditorScreen(BgScreen):
         if action == "play":
             session = self.selected_session()
             return session is not None and self.recorded.get(session, False)
+        if action == "clear_filter":  # also the way back from a filter field to the table
+            return self.filter is not None or isinstance(self.focused, Input)
         return True
 
     # -- live: sync with the controller ------------------------------------------------------
