@@ -200,9 +200,11 @@ def test_connect_runs_a_recorded_ssh_shell_and_the_tui_comes_back(rig: Rig, tmp_
             "the command's output",
         )
         pane.type("exit")
-        back = pane.wait(
-            lambda s: tui_shown(s) and "shell closed (exit 0)" in s, "the TUI, back and intact"
-        )
+        # Two waits, not one: the outcome is a toast that lives 5 s, and the header may still
+        # say reconnecting for a moment after the terminal comes back (the event stream was
+        # idle while the shell had it); both must be seen, not necessarily in one frame.
+        pane.wait(lambda s: "shell closed (exit 0)" in s, "the shell's outcome in a toast")
+        back = pane.wait(tui_shown, "the TUI, back and intact")
         assert rig.rid in back
 
         # The recording: uploaded, named by its SHA-256 in the audit log, gone from the home.

@@ -139,7 +139,10 @@ def _hand_over(
     message = outcome.message
     if session.ended.is_set() and session.ended_reason:
         message += f" ({session.ended_reason})"
-    app.notify(message, title="connect", severity="information" if outcome.ran else "warning")
+    # 10 s, not the default 5: the terminal was just handed back and the eye is still on it.
+    app.notify(
+        message, title="connect", severity="information" if outcome.ran else "warning", timeout=10
+    )
     if outcome.recording is not None:
         _upload_recordings(app, client, outcome.recording)
 
