@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 import os
+import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -283,6 +285,17 @@ def test_real_ssh_with_certificate_runs_a_command(sshd: LoopbackSshd, keys: _Key
     assert result.returncode == 0, result.stderr + sshd.log_text()
     assert result.stdout == "hello\n"
     assert "ID key-id-123 (serial 0)" in sshd.log_text()
+
+
+def test_sessions_run_in_a_home_of_their_own(sshd: LoopbackSshd, keys: _Keys) -> None:
+    """Not the login user's real HOME: bash would source its ~/.bashrc for every command, and
+    rc files start tools (pyenv) that a teardown's kill can leave holding a lock."""
+    key, cert = keys.certified("home", "key-id-home", "bg-admin")
+    result = _ssh(sshd, keys, key, cert, 'echo "$HOME"; ls -A "$HOME"')
+    assert result.returncode == 0, result.stderr + sshd.log_text()
+    assert result.stdout.splitlines()[0] == str(sshd.session_home)
+    assert result.stdout.splitlines()[0] != pwd.getpwuid(os.getuid()).pw_dir
+    assert stat.S_IMODE(sshd.session_home.stat().st_mode) == 0o700
 
 
 def test_certificate_for_another_principal_is_refused(sshd: LoopbackSshd, keys: _Keys) -> None:

@@ -162,6 +162,11 @@ class LoopbackSshd(SandboxServer):
         return self.directory / "sshd.log"
 
     @property
+    def session_home(self) -> Path:
+        """HOME in the sessions sshd starts (empty: no rc file of the real user runs)."""
+        return self.directory / "home"
+
+    @property
     def revoked_keys_path(self) -> Path:
         """The KRL sshd reads as RevokedKeys (for a resource's `revoked_keys` option)."""
         return self.directory / "revoked_keys"
@@ -256,6 +261,7 @@ class LoopbackSshd(SandboxServer):
         )
         principals_dir = tempdir / "principals"
         principals_dir.mkdir()
+        self.session_home.mkdir(mode=0o700)
         for name, values in self._principals.items():
             (principals_dir / name).write_text("".join(f"{value}\n" for value in values))
         if os.geteuid() == 0 and not _PRIVSEP_DIR.is_dir():
@@ -287,6 +293,11 @@ class LoopbackSshd(SandboxServer):
             "PrintMotd no",
             "PrintLastLog no",
             "Subsystem sftp internal-sftp",
+            # Sessions get a HOME of their own: the login user's real rc files stay out of
+            # them. Debian's bash sources ~/.bashrc for every ssh command, and a slow tool
+            # started there (pyenv's rehash, say) that a teardown kills mid-way leaves its lock
+            # behind, after which every later login on the machine hangs on it.
+            f"SetEnv HOME={self.session_home}",
         ]
         config = tempdir / "sshd_config"
         config.write_text("\n".join(lines) + "\n")
