@@ -11,6 +11,7 @@ paramiko; nothing is mocked.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import pwd
@@ -362,7 +363,11 @@ def test_the_session_private_key_never_reaches_the_controller(rig: Rig) -> None:
 # -- the pieces teardown relies on, on their own --------------------------------------------------
 
 
-def test_source_ports_read_a_bare_log_and_a_shared_syslog() -> None:
+def ends(*pairs: tuple[str, int]) -> set[ssh_sessions.Endpoint]:
+    return {(ipaddress.ip_address(address), port) for address, port in pairs}
+
+
+def test_source_endpoints_read_a_bare_log_and_a_shared_syslog() -> None:
     cert = "ssh2: ED25519-CERT SHA256:abc ID {id} (serial 7) CA ED25519 SHA256:def"
     bare = "\n".join(
         [
@@ -375,8 +380,10 @@ def test_source_ports_read_a_bare_log_and_a_shared_syslog() -> None:
             f"Accepted publickey for root from 127.0.0.1 port 4001 {cert.format(id='S2')}",
         ]
     )
-    assert ssh_sessions.source_ports(bare, 2222, "S1") == set()
-    assert ssh_sessions.source_ports(bare, 2222, "S2") == {4001, 4002}
+    assert ssh_sessions.source_endpoints(bare, 2222, "S1") == set()
+    assert ssh_sessions.source_endpoints(bare, 2222, "S2") == ends(
+        ("127.0.0.1", 4001), ("127.0.0.1", 4002)
+    )
     # A syslog shared by two sshd instances, lines interleaved: tied by PID, filtered by port.
     shared = "\n".join(
         [
@@ -390,9 +397,45 @@ def test_source_ports_read_a_bare_log_and_a_shared_syslog() -> None:
             f"{cert.format(id='S4')}",
         ]
     )
-    assert ssh_sessions.source_ports(shared, 2222, "S3") == set()
-    assert ssh_sessions.source_ports(shared, 2222, "S4") == {5000}
-    assert ssh_sessions.source_ports(shared, 22, "S3") == {5000}
+    assert ssh_sessions.source_endpoints(shared, 2222, "S3") == set()
+    assert ssh_sessions.source_endpoints(shared, 2222, "S4") == ends(("10.0.0.9", 5000))
+    assert ssh_sessions.source_endpoints(shared, 22, "S3") == ends(("10.0.0.9", 5000))
+
+
+def test_two_hosts_on_one_source_port_are_two_connections() -> None:
+    """Ephemeral port ranges overlap across hosts: a session's connection from one host and
+    another user's from another may share a source port. Neither hides nor drags in the other."""
+    cert = "ssh2: ED25519-CERT SHA256:abc ID {id} (serial 7) CA ED25519 SHA256:def"
+    log = "\n".join(
+        [
+            'Connection from 10.0.0.1 port 50000 on 10.0.0.5 port 22 rdomain ""',
+            f"Accepted publickey for ops from 10.0.0.1 port 50000 {cert.format(id='ENDING')}",
+            'Connection from 2001:db8::7 port 50000 on 2001:db8::5 port 22 rdomain ""',
+            f"Accepted publickey for ops from 2001:db8::7 port 50000 {cert.format(id='OTHER')}",
+            'Connection from ::ffff:10.0.0.2 port 50000 on ::ffff:10.0.0.5 port 22 rdomain ""',
+            "Accepted publickey for ops from ::ffff:10.0.0.2 port 50000 "
+            + cert.format(id="ENDING"),
+        ]
+    )
+    assert ssh_sessions.source_endpoints(log, 22, "ENDING") == ends(
+        ("10.0.0.1", 50000), ("10.0.0.2", 50000)
+    )
+    assert ssh_sessions.source_endpoints(log, 22, "OTHER") == ends(("2001:db8::7", 50000))
+
+
+def test_proc_net_tcp_addresses_are_read_in_host_byte_order() -> None:
+    # As /proc/net/tcp and tcp6 print them on a little-endian machine.
+    assert ssh_sessions._proc_address("0100007F") == ipaddress.ip_address("127.0.0.1")
+    assert ssh_sessions._proc_address("0200000A") == ipaddress.ip_address("10.0.0.2")
+    assert ssh_sessions._proc_address("00000000000000000000000001000000") == (
+        ipaddress.ip_address("::1")
+    )
+    mapped = "0000000000000000FFFF00000200000A"  # ::ffff:10.0.0.2, as a v6 socket shows it
+    assert ssh_sessions._proc_address(mapped) == ipaddress.ip_address("10.0.0.2")
+    assert ssh_sessions._proc_address("B80D0120000000000000000007000000") == (
+        ipaddress.ip_address("2001:db8::7")
+    )
+    assert ssh_sessions._proc_address("zz") is None
 
 
 def test_revoke_key_id_creates_then_extends_the_krl(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ sshd's log (LogLevel VERBOSE; checked against OpenSSH 9.2) carries, per connecti
 A bare `sshd -E FILE` log has no prefix; a syslog or journal export prefixes each line with
 `... sshd[PID]: ` (`sshd-session[PID]` from OpenSSH 9.8 on), and then lines are tied to their
 connection by PID, so a log shared by several sshd instances is read correctly too. The client's
-source port of each connection whose latest authentication used that key ID is looked up among
-the ESTABLISHED sockets of /proc/net/tcp and /proc/net/tcp6 whose local port is sshd's port; the
+address and source port of each connection whose latest authentication used that key ID are
+looked up among the ESTABLISHED sockets of /proc/net/tcp and /proc/net/tcp6 whose local port is
+sshd's port (both, because two hosts may use one source port at once); the
 sshd processes holding that socket (found through /proc/PID/fd) are climbed to the top-most one
 that still holds it and is not the listener (the process holding the LISTEN socket on the port):
 that is the connection's privileged process ("sshd: USER [priv]", or "sshd: root@notty" when
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import os
 import re
 import shutil
@@ -50,6 +52,7 @@ from pathlib import Path
 
 from controller.processes import kill_all
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _PROC = Path("/proc")
 _PREFIX = re.compile(r"^(?:.*?\bsshd(?:-session)?\[(?P<pid>\d+)\]: )?(?P<message>.*)$")
 _CONNECTION = re.compile(
@@ -69,14 +72,31 @@ class RevocationError(RuntimeError):
 # -- the log --------------------------------------------------------------------------------
 
 
-def source_ports(log_text: str, port: int, key_id: str) -> set[int]:
-    """Client source ports whose latest connection to sshd port `port` used `key_id`.
+Endpoint = tuple[IPAddress, int]
+"""A client's (address, source port): what tells one TCP connection to sshd from another."""
 
-    For each source port the last `Connection from` line resets what is known, so a reused
-    source port is never taken for an earlier connection. Lines with an `sshd[PID]:` prefix are
-    matched to their connection by PID, and connections to other ports are ignored.
+
+def client_address(text: str) -> IPAddress | None:
+    """An address as sshd logs it or /proc shows it; an IPv4-mapped IPv6 one as IPv4."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def source_endpoints(log_text: str, port: int, key_id: str) -> set[Endpoint]:
+    """Client (address, source port) pairs whose latest connection to sshd port `port` used
+    `key_id`.
+
+    Two clients on two hosts may use the same source port at once, so a connection is known by
+    both. For each endpoint the last `Connection from` line resets what is known, so a reused
+    one is never taken for an earlier connection. Lines with an `sshd[PID]:` prefix are matched
+    to their connection by PID, and connections to other ports are ignored.
     """
-    latest: dict[int, str | None] = {}
+    latest: dict[Endpoint, str | None] = {}
     local_port_of_pid: dict[str, int] = {}
     for line in log_text.splitlines():
         prefixed = _PREFIX.match(line)
@@ -88,22 +108,38 @@ def source_ports(log_text: str, port: int, key_id: str) -> set[int]:
             local_port = int(connected["lport"])
             if pid is not None:
                 local_port_of_pid[pid] = local_port
-            if local_port == port:
-                latest[int(connected["port"])] = None
+            address = client_address(connected["addr"])
+            if local_port == port and address is not None:
+                latest[(address, int(connected["port"]))] = None
             continue
         accepted = _ACCEPTED.match(message)
         if accepted:
             if pid is not None and local_port_of_pid.get(pid, port) != port:
                 continue
-            latest[int(accepted["port"])] = accepted["key_id"]
-    return {source for source, found in latest.items() if found == key_id}
+            address = client_address(accepted["addr"])
+            if address is not None:
+                latest[(address, int(accepted["port"]))] = accepted["key_id"]
+    return {endpoint for endpoint, found in latest.items() if found == key_id}
 
 
 # -- /proc ----------------------------------------------------------------------------------
 
 
-def _tcp_inodes(local_port: int, state: str, remote_ports: set[int] | None) -> set[str]:
-    """Socket inodes of TCP sockets in `state` on `local_port` (and one of `remote_ports`)."""
+def _proc_address(text: str) -> IPAddress | None:
+    """/proc/net/tcp{,6}'s hex address: 32-bit words in host (little-endian) byte order."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    if len(raw) not in (4, 16):
+        return None
+    ordered = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return client_address(str(ipaddress.ip_address(ordered)))
+
+
+def _tcp_inodes(local_port: int, state: str, remotes: set[Endpoint] | None) -> set[str]:
+    """Socket inodes of TCP sockets in `state` on `local_port` (whose remote end is one of
+    `remotes`, when given)."""
     inodes: set[str] = set()
     for table in (_PROC / "net" / "tcp", _PROC / "net" / "tcp6"):
         try:
@@ -115,9 +151,14 @@ def _tcp_inodes(local_port: int, state: str, remote_ports: set[int] | None) -> s
             if len(fields) < 10 or fields[3] != state:
                 continue
             local = int(fields[1].rsplit(":", 1)[1], 16)
-            remote = int(fields[2].rsplit(":", 1)[1], 16)
-            if local == local_port and (remote_ports is None or remote in remote_ports):
-                inodes.add(fields[9])
+            if local != local_port:
+                continue
+            if remotes is not None:
+                address, _, remote_port = fields[2].rpartition(":")
+                remote = _proc_address(address)
+                if remote is None or (remote, int(remote_port, 16)) not in remotes:
+                    continue
+            inodes.add(fields[9])
     return inodes
 
 
@@ -190,10 +231,10 @@ def sessions_for(log: Path, port: int, key_id: str) -> list[int]:
         text = log.read_text(errors="replace")
     except OSError:
         return []
-    ports = source_ports(text, port, key_id)
-    if not ports:
+    endpoints = source_endpoints(text, port, key_id)
+    if not endpoints:
         return []
-    connections = _tcp_inodes(port, _ESTABLISHED, ports)
+    connections = _tcp_inodes(port, _ESTABLISHED, endpoints)
     if not connections:
         return []
     listening = _tcp_inodes(port, _LISTEN, None)
@@ -281,6 +322,6 @@ __all__ = [
     "descendants",
     "revoke_key_id",
     "sessions_for",
-    "source_ports",
+    "source_endpoints",
     "terminate_sessions",
 ]
