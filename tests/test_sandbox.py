@@ -24,10 +24,9 @@ import pytest
 from psycopg import errors, sql
 
 from bgtui.protocol.keys import PrivateKey
-from controller.processes import alive
+from controller.processes import alive, descendants
 from controller.sandbox import postgres as pgsandbox
 from controller.sandbox import sshd as sshsandbox
-from controller.sandbox.ports import descendants
 from controller.sandbox.postgres import ThrowawayPostgres
 from controller.sandbox.sshd import LoopbackSshd
 

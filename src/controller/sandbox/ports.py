@@ -1,14 +1,11 @@
-"""Free loopback ports and small /proc helpers shared by the sandbox servers."""
+"""Free loopback ports, the base of the sandbox servers, and dying with the parent."""
 
 from __future__ import annotations
 
 import signal
 import socket
-from pathlib import Path
 from types import TracebackType
 from typing import Self
-
-_PROC = Path("/proc")
 
 
 class SandboxServer:
@@ -47,36 +44,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def parent_map() -> dict[int, int]:
-    """pid -> parent pid for every process visible in /proc."""
-    result: dict[int, int] = {}
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        result[int(entry.name)] = int(fields[1])
-    return result
-
-
-def descendants(pid: int, parents: dict[int, int] | None = None) -> list[int]:
-    """Every live descendant of `pid` (children first, then theirs), found through /proc."""
-    parents = parent_map() if parents is None else parents
-    children: dict[int, list[int]] = {}
-    for child, parent in parents.items():
-        children.setdefault(parent, []).append(child)
-    found: list[int] = []
-    queue = list(children.get(pid, []))
-    while queue:
-        current = queue.pop(0)
-        found.append(current)
-        queue.extend(children.get(current, []))
-    return found
 
 
 def die_with_parent() -> None:

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.planes.credential import ssh_sessions
-from controller.processes import kill_all
-from controller.sandbox.ports import SandboxError, SandboxServer, descendants, free_port
+from controller.processes import descendants, kill_all
+from controller.sandbox.ports import SandboxError, SandboxServer, free_port
 
 SSHD = Path("/usr/sbin/sshd")
 DEFAULT_PRINCIPALS = ("bg-admin", "bg-ops")

@@ -47,10 +47,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from controller.processes import kill_all
+from controller.processes import Process, descendants, kill_all, process_table
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _PROC = Path("/proc")
@@ -176,48 +175,8 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-@dataclass(frozen=True)
-class _Process:
-    pid: int
-    parent: int
-    name: str  # the kernel's comm: "sshd" whatever setproctitle made of the command line
-    state: str
-
-
-def _processes() -> dict[int, _Process]:
-    found: dict[int, _Process] = {}
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The name is in parentheses and may itself contain spaces or parentheses.
-        head, _, tail = stat.rpartition(")")
-        fields = tail.split()
-        name = head.split("(", 1)[1] if "(" in head else ""
-        found[int(entry.name)] = _Process(int(entry.name), int(fields[1]), name, fields[0])
-    return found
-
-
-def _is_sshd(process: _Process | None) -> bool:
+def _is_sshd(process: Process | None) -> bool:
     return process is not None and process.name.startswith("sshd")
-
-
-def descendants(pid: int, processes: dict[int, _Process] | None = None) -> list[int]:
-    """Every live descendant of `pid`, children first."""
-    table = _processes() if processes is None else processes
-    children: dict[int, list[int]] = {}
-    for process in table.values():
-        children.setdefault(process.parent, []).append(process.pid)
-    found: list[int] = []
-    queue = list(children.get(pid, []))
-    while queue:
-        current = queue.pop(0)
-        found.append(current)
-        queue.extend(children.get(current, []))
-    return found
 
 
 # -- live connections -----------------------------------------------------------------------
@@ -238,7 +197,7 @@ def sessions_for(log: Path, port: int, key_id: str) -> list[int]:
     if not connections:
         return []
     listening = _tcp_inodes(port, _LISTEN, None)
-    table = _processes()
+    table = process_table()
     sockets = {pid: _socket_inodes(pid) for pid, p in table.items() if _is_sshd(p)}
     listeners = {pid for pid, inodes in sockets.items() if inodes & listening}
     found: set[int] = set()
@@ -267,7 +226,7 @@ def terminate_sessions(log: Path, port: int, key_id: str, grace: float = 3.0) ->
         sessions = [pid for pid in sessions_for(log, port, key_id) if pid not in cut]
         if not sessions:
             break
-        table = _processes()
+        table = process_table()
         tree = [child for pid in sessions for child in descendants(pid, table)]
         kill_all([*sessions, *tree], grace)
         cut.update(sessions)
@@ -319,7 +278,6 @@ def revoke_key_id(krl: Path, ca_public: Path, key_id: str) -> None:
 
 __all__ = [
     "RevocationError",
-    "descendants",
     "revoke_key_id",
     "sessions_for",
     "source_endpoints",
