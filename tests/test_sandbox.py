@@ -24,7 +24,7 @@ import pytest
 from psycopg import errors, sql
 
 from bgtui.protocol.keys import PrivateKey
-from controller.processes import alive, descendants
+from controller.processes import alive, descendants, kill_all
 from controller.sandbox import postgres as pgsandbox
 from controller.sandbox import sshd as sshsandbox
 from controller.sandbox.postgres import ThrowawayPostgres
@@ -453,3 +453,18 @@ def test_custom_principals_map(keys: _Keys) -> None:
             check=False,
         )
         assert result.returncode == 255
+
+
+def test_descendants_reach_grandchildren_through_proc() -> None:
+    """Teardown and the sandbox kill whole trees: a grandchild must be found, not just a child."""
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE)
+    try:
+        assert shell.stdout is not None
+        grandchild = int(shell.stdout.readline())
+        found = descendants(os.getpid())
+        assert shell.pid in found and grandchild in found
+        assert found.index(shell.pid) < found.index(grandchild)  # children first
+        assert descendants(grandchild) == []
+    finally:
+        kill_all([shell.pid, grandchild], grace=1)
+        shell.wait(timeout=10)
