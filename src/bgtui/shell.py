@@ -88,23 +88,17 @@ class TerminalShellLauncher:
         self.recorder_factory = recorder_factory
 
     def launch(self, app: App[Any], session: ShellSession) -> ShellOutcome:
-        writers: list[AsciicastWriter] = []
         try:
             with app.suspend():
-                code = self._run(session, writers)
+                return self.run_here(session)
         except SuspendNotSupported:
             return ShellOutcome(
                 False,
                 "this terminal cannot be handed over; run "
                 f"`bgtui connect {session.request_id}` from a shell instead",
             )
-        except (OSError, RuntimeError, ValueError) as exc:
-            recording = _close_recording(writers)
-            return ShellOutcome(False, f"could not open the session: {exc}", recording=recording)
-        recording = _close_recording(writers)
-        if session.ended.is_set():
-            return ShellOutcome(True, "the session ended, so its shell was closed", code, recording)
-        return ShellOutcome(True, f"shell closed (exit {code})", code, recording)
+        except (OSError, RuntimeError, ValueError) as exc:  # handing the terminal over failed
+            return ShellOutcome(False, f"could not open the session: {exc}")
 
     def run_here(self, session: ShellSession) -> ShellOutcome:
         """Runs the session's program on this terminal directly (`bgtui connect`, no TUI)."""
