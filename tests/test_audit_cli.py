@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.helpers import ok, poll, refused, state_is
 from tests.servers import Appliance, appliance
-from tests.test_lifecycle_cli import approve, ok, poll, refused, state_is, submit
+from tests.test_lifecycle_cli import approve, submit
 from tests.test_mirror import client, controller_rows, session, truncate_tail
 
 from bgtui.audit_commands import OFFLINE

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.helpers import run
+from tests.helpers import ok, run
 from tests.relay import Party, approved_ids, request_row, steps
 from tests.servers import CATALOG, Appliance, Identity, TcpTarget, free_port
 
@@ -212,11 +212,6 @@ def ssh_app(template: Appliance, sshd: LoopbackSshd, tmp_path: Path) -> Iterator
 
 
 # -- the crash and the restart ----------------------------------------------------------------
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    return result.stdout
 
 
 def wait_state(app: Appliance, rid: str, *states: str, timeout: float = 20.0) -> View:

@@ -14,13 +14,12 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import run
+from tests.helpers import ok, poll, run, show, state_is
 from tests.servers import Appliance
 
 from controller.sandbox.kube import KubeSimulator
@@ -111,30 +110,6 @@ def app(tmp_path: Path, sim: KubeSimulator, admin_kubeconfig: str) -> Iterator[A
         yield appliance
     finally:
         appliance.close()
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
-def show(app: Appliance, rid: str, who: str = "olive") -> View:
-    view: View = json.loads(ok(app.bgtui(who, "show", rid, "--json")))
-    return view
-
-
-def poll(app: Appliance, rid: str, until: Callable[[View], bool], timeout: float = 15.0) -> View:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = show(app, rid, "audrey")
-        if until(view):
-            return view
-        assert time.monotonic() < deadline, f"timed out; last view: {view['state']} {view}"
-        time.sleep(0.1)
-
-
-def state_is(*states: str) -> Callable[[View], bool]:
-    return lambda view: view["state"] in states
 
 
 def start_session(app: Appliance, resource: str, privilege: str, duration: str = "10m") -> str:

@@ -15,14 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.helpers import run
+from tests.helpers import ok, poll, refused, run, show, state_is
 from tests.servers import Appliance, appliance, free_port
 
 View = dict[str, Any]
@@ -33,21 +33,6 @@ def app(tmp_path: Path) -> Iterator[Appliance]:
     yield from appliance(tmp_path)
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
-def refused(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Asserts a refusal: exit 1, exactly one `bgtui: …` line on stderr containing `needles`."""
-    assert result.returncode == 1, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bgtui: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 def submit(app: Appliance, resource: str = "status-page", *extra: str, who: str = "olive") -> View:
     args = ["request", resource, "--reason", "INC-4711 checkout errors", "--json"]
     if "--duration" not in extra:
@@ -56,25 +41,6 @@ def submit(app: Appliance, resource: str = "status-page", *extra: str, who: str 
         args += ["--privilege", "use"]
     view: View = json.loads(ok(app.bgtui(who, *args, *extra)))
     return view
-
-
-def show(app: Appliance, rid: str, who: str = "olive") -> View:
-    view: View = json.loads(ok(app.bgtui(who, "show", rid, "--json")))
-    return view
-
-
-def poll(app: Appliance, rid: str, until: Callable[[View], bool], timeout: float = 10.0) -> View:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = show(app, rid, "audrey")
-        if until(view):
-            return view
-        assert time.monotonic() < deadline, f"timed out; last view: {view['state']} {view}"
-        time.sleep(0.2)
-
-
-def state_is(*states: str) -> Callable[[View], bool]:
-    return lambda view: view["state"] in states
 
 
 def approve(app: Appliance, rid: str, *extra: str, who: str = "alice") -> str:

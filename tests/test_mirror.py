@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.helpers import run
+from tests.helpers import ok, poll, run, state_is
 from tests.servers import Appliance, appliance
-from tests.test_lifecycle_cli import approve, ok, poll, state_is, submit
+from tests.test_lifecycle_cli import approve, submit
 
 from bgtui.client import ApiRefused, ControllerClient
 from bgtui.home import ClientHome

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from tests.helpers import run
+from tests.helpers import ok, run, wait_state
 from tests.relay import Party, error_of, request_row
 from tests.servers import Appliance
 from ulid import ULID
@@ -117,11 +116,6 @@ def app(pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iter
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
 def submit(
     app: Appliance, privilege: str, duration: str = "10m", resource: str = "orders-db"
 ) -> str:
@@ -131,25 +125,10 @@ def submit(
     return str(view["id"])
 
 
-def show(app: Appliance, rid: str) -> View:
-    view: View = json.loads(ok(app.bgtui("audrey", "show", rid, "--json")))
-    return view
-
-
-def poll(app: Appliance, rid: str, *states: str, timeout: float = 20.0) -> View:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = show(app, rid)
-        if view["state"] in states:
-            return view
-        assert time.monotonic() < deadline, f"timed out in {view['state']}: {view}"
-        time.sleep(0.1)
-
-
 def activate(app: Appliance, rid: str) -> tuple[str, View]:
     """Approves `rid` with the real CLI; returns what `approve` printed and the active view."""
     printed = ok(app.bgtui("alice", "approve", rid, "--yes"))
-    view = poll(app, rid, "active", "failed")
+    view = wait_state(app, rid, "active", "failed")
     assert view["state"] == "active", view["ended_reason"]
     return printed, view
 
@@ -276,7 +255,7 @@ def test_readonly_session_works_refuses_writes_and_is_cut_at_the_end(
     try:
         assert live.execute("SELECT count(*) FROM orders").fetchone() is not None
         ok(app.bgtui("olive", "end", rid))
-        ended = poll(app, rid, "ended")
+        ended = wait_state(app, rid, "ended")
         assert ended["ended_reason"] == "ended by operator"
         # ...is cut: PostgreSQL keeps sessions of a dropped role; the teardown does not.
         with pytest.raises(psycopg.OperationalError):
@@ -329,7 +308,7 @@ def test_readwrite_session_writes_and_what_it_owns_elsewhere_is_reassigned(
     assert owner == (role,)
 
     ok(app.bgtui("olive", "end", rid))
-    ended = poll(app, rid, "ended")
+    ended = wait_state(app, rid, "ended")
     assert ended["ended_reason"] == "ended by operator"
     assert role_row(pg, role) is None
     with admin(pg, "orders") as conn:
@@ -348,7 +327,7 @@ def test_expiry_drops_the_role_by_itself(app: Appliance, pg: ThrowawayPostgres) 
     assert role_row(pg, role) is not None
     exported = exports(app, rid)
     assert psql(exported, "SELECT 1").returncode == 0
-    ended = poll(app, rid, "ended", timeout=30)
+    ended = wait_state(app, rid, "ended", timeout=30)
     assert ended["ended_reason"] == "expired"
     assert role_row(pg, role) is None
     assert psql(exported, "SELECT 1").returncode != 0
@@ -368,7 +347,7 @@ def test_a_recipe_changed_after_the_request_fails_activation_and_mints_nothing(
         recipe.write_text(original.replace("IN ROLE {group_role}", "SUPERUSER"))
         printed = ok(app.bgtui("alice", "approve", rid, "--yes"))
         assert "IN ROLE {group_role}" in printed  # the approver saw (and signed) the original
-        failed = poll(app, rid, "failed", "active")
+        failed = wait_state(app, rid, "failed", "active")
         assert failed["state"] == "failed", failed
         assert "changed since it was approved" in failed["ended_reason"], failed["ended_reason"]
         assert role_row(pg, role_of(rid)) is None
@@ -384,7 +363,10 @@ def test_a_recipe_changed_after_the_request_fails_activation_and_mints_nothing(
         recipe.write_text(original)
     # ...but the recipe changed back again, so this one fails as well: the approval binds the hash.
     ok(app.bgtui("alice", "approve", again, "--yes"))
-    assert "changed since it was approved" in poll(app, again, "failed", "active")["ended_reason"]
+    assert (
+        "changed since it was approved"
+        in wait_state(app, again, "failed", "active")["ended_reason"]
+    )
     assert role_row(pg, role_of(again)) is None
 
 
@@ -433,7 +415,7 @@ def test_a_failing_statement_is_reported_without_the_password(
 ) -> None:
     rid = submit(app, "readonly", resource="orders-db-typo")
     ok(app.bgtui("alice", "approve", rid, "--yes"))
-    failed = poll(app, rid, "failed", "active")
+    failed = wait_state(app, rid, "failed", "active")
     reason = failed["ended_reason"]
     assert failed["state"] == "failed" and "syntax error" in reason, reason
     # PostgreSQL echoes the token it choked on: the SCRAM verifier the recipe bound for
@@ -455,7 +437,7 @@ def test_sweep_finds_and_removes_a_leftover_session_role(
     rid = submit(app, "readwrite")
     activate(app, rid)
     ok(app.bgtui("olive", "end", rid))
-    poll(app, rid, "ended")
+    wait_state(app, rid, "ended")
     leftover, foreign = role_of(rid), f"bg_{str(ULID()).lower()}"
     with admin(pg) as conn:
         for role in (leftover, foreign):

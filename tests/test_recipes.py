@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import ok, wait_state
 from tests.servers import Appliance
 
 from bgtui.protocol.errors import Refused
@@ -116,27 +115,12 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
         appliance.close()
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
-def poll(app: Appliance, rid: str, *states: str, timeout: float = 15.0) -> View:
-    deadline = time.monotonic() + timeout
-    while True:
-        view: View = json.loads(ok(app.bgtui("audrey", "show", rid, "--json")))
-        if view["state"] in states:
-            return view
-        assert time.monotonic() < deadline, f"timed out in {view['state']}: {view}"
-        time.sleep(0.1)
-
-
 def session(app: Appliance, resource: str, *final: str) -> tuple[str, View, str]:
     """Request and approve with the real CLI: the id, the settled view, what `approve` printed."""
     args = ("request", resource, "--duration", "10m", "--reason", "INC-7 status page", "--json")
     rid = str(json.loads(ok(app.bgtui("olive", *args)))["id"])
     printed = ok(app.bgtui("alice", "approve", rid, "--yes"))
-    return rid, poll(app, rid, *(final or ("active", "failed"))), printed
+    return rid, wait_state(app, rid, *(final or ("active", "failed"))), printed
 
 
 def at_rest(app: Appliance) -> list[Path]:
@@ -167,7 +151,7 @@ def test_file_recipe_hands_the_token_to_the_operator_only(app: Appliance) -> Non
     assert ok(app.bgtui("olive", "creds", rid)) == f"value: {FILE_TOKEN}\n"
     assert_not_stored(app, FILE_TOKEN)
     ok(app.bgtui("olive", "end", rid))
-    ended = poll(app, rid, "ended")
+    ended = wait_state(app, rid, "ended")
     assert ended["receipt"] is not None
     text = ok(app.bgtui("olive", "show", rid))
     assert "nothing was minted for this session" in text, text
@@ -183,7 +167,7 @@ def test_env_recipe_reads_the_controllers_environment(app: Appliance) -> None:
     other = app.bgtui("alice", "creds", rid)
     assert other.returncode == 1 and ENV_TOKEN not in other.stdout + other.stderr
     ok(app.bgtui("olive", "end", rid))
-    poll(app, rid, "ended")
+    wait_state(app, rid, "ended")
 
 
 def test_command_recipe_output_becomes_the_credential(app: Appliance) -> None:
@@ -199,7 +183,7 @@ def test_command_recipe_output_becomes_the_credential(app: Appliance) -> None:
     assert_not_stored(app, token)
     assert_not_stored(app, COMMAND_TOKEN)
     ok(app.bgtui("olive", "end", rid))
-    poll(app, rid, "ended")
+    wait_state(app, rid, "ended")
 
 
 def test_a_failing_command_fails_the_session_in_one_line_without_its_output(

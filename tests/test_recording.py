@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import ok, poll, state_is
 from tests.servers import Appliance, appliance
-from tests.test_lifecycle_cli import approve, ok, poll, state_is, submit
+from tests.test_lifecycle_cli import approve, submit
 from tests.test_mirror import client
 
 from bgtui.client import ControllerClient

@@ -28,6 +28,7 @@ from typing import Any
 
 import paramiko
 import pytest
+from tests.helpers import ok, show
 from tests.servers import Appliance
 
 from bgtui.protocol.keys import PrivateKey
@@ -91,16 +92,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
-def show(app: Appliance, rid: str) -> View:
-    view: View = json.loads(ok(app.bgtui("audrey", "show", rid, "--json")))
-    return view
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.helpers import ok, poll, state_is
 from tests.servers import Appliance
-from tests.test_lifecycle_cli import approve, ok, poll, state_is
+from tests.test_lifecycle_cli import approve
 from tests.test_ssh_plane import RESOURCE
 
 from bgtui.recording import pending_recordings

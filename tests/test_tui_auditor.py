@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import ok, poll, state_is
 from tests.servers import Appliance, appliance
 from tests.test_audit_cli import CAST
-from tests.test_lifecycle_cli import approve, ok, poll, state_is, submit
+from tests.test_lifecycle_cli import approve, submit
 from tests.test_mirror import client, controller_rows, rewrite_entry, session
 from tests.test_tui import make_app, run, until
 from tests.test_tui_auditor_snapshots import AUDREY, NoShell
