@@ -34,6 +34,7 @@ import pytest
 from tests.helpers import ok, run
 from tests.relay import Party, approved_ids, request_row, steps
 from tests.servers import CATALOG, Appliance, Identity, TcpTarget, free_port
+from tests.test_ssh_plane import bastion_resource
 
 from bgtui.protocol.objects import Signed, TeardownReceipt
 from bgtui.protocol.verify import verify_receipt
@@ -77,19 +78,6 @@ recipe = "postgres-role"
 privileges = ["readonly"]
 grants = {{ readonly = "bg_readonly" }}
 options = {{ database = "orders", admin_dsn_file = "secrets/pg-admin.dsn" }}
-"""
-
-SSH_RESOURCE = """
-[[resources]]
-name = "bastion"
-description = "Production bastion host"
-kind = "ssh"
-address = "127.0.0.1:{port}"
-network = "direct"
-credential = "controller"
-privileges = ["admin"]
-grants = {{ admin = "bg-admin" }}
-options = {{ user = "{user}", host_key = "{host_key}", sshd_log = "{log}", revoked_keys = "{krl}" }}
 """
 
 
@@ -197,13 +185,7 @@ def pg_app(template: Appliance, pg: ThrowawayPostgres, tmp_path: Path) -> Iterat
 
 @pytest.fixture
 def ssh_app(template: Appliance, sshd: LoopbackSshd, tmp_path: Path) -> Iterator[Appliance]:
-    resource = SSH_RESOURCE.format(
-        port=sshd.port,
-        user=sshd.user,
-        host_key=sshd.host_public_key,
-        log=sshd.log_path,
-        krl=sshd.revoked_keys_path,
-    )
+    resource = bastion_resource(sshd)
     app = clone(template, tmp_path / "appliance", resource)
     try:
         yield app

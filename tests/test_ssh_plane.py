@@ -11,6 +11,7 @@ paramiko; nothing is mocked.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import os
@@ -61,12 +62,24 @@ class Rig:
     root: Path
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+def bastion_resource(server: LoopbackSshd) -> str:
+    """The `bastion` catalog entry for `server`: its key ID revoked and connections cut."""
+    return RESOURCE.format(
+        port=server.port,
+        user=server.user,
+        host_key=server.host_public_key,
+        log=server.log_path,
+        krl=server.revoked_keys_path,
+    )
+
+
+@contextlib.contextmanager
+def bastion_appliance(root: Path) -> Iterator[tuple[Appliance, LoopbackSshd]]:
+    """A running `bgctl serve` whose catalog has `bastion`, a loopback sshd trusting its CA
+    (this user may log in as `bg-admin`); both stopped on the way out."""
     reason = sshsandbox.available()
     if reason is not None:
         pytest.fail(reason)  # a missing server fails the suite; it never skips
-    root = tmp_path_factory.mktemp("ssh-plane")
     app = Appliance(root / "appliance").setup()
     ca_line = (app.home / "ssh_ca_ed25519.pub").read_text()
     server = LoopbackSshd(
@@ -75,20 +88,19 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     try:
         server.start()
         with (app.home / "controller.toml").open("a") as catalog:
-            catalog.write(
-                RESOURCE.format(
-                    port=server.port,
-                    user=server.user,
-                    host_key=server.host_public_key,
-                    log=server.log_path,
-                    krl=server.revoked_keys_path,
-                )
-            )
+            catalog.write(bastion_resource(server))
         app.start()
-        yield Rig(app, server, root)
+        yield app, server
     finally:
         app.close()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    root = tmp_path_factory.mktemp("ssh-plane")
+    with bastion_appliance(root) as (app, server):
+        yield Rig(app, server, root)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
 import re
 import shlex
 import shutil
@@ -30,7 +29,7 @@ import pytest
 from tests.helpers import ok, poll, state_is
 from tests.servers import Appliance
 from tests.test_lifecycle_cli import approve
-from tests.test_ssh_plane import RESOURCE
+from tests.test_ssh_plane import bastion_appliance
 
 from bgtui.recording import pending_recordings
 from controller.sandbox import sshd as sshsandbox
@@ -61,35 +60,17 @@ def rig() -> Iterator[Rig]:
     # A short root: the controller's socket path is in the TUI's header, which a pytest
     # tmp_path would push past the pane's width.
     root = Path(tempfile.mkdtemp(prefix="bgt-"))
-    app = Appliance(root / "appliance").setup()
-    ca_line = (app.home / "ssh_ca_ed25519.pub").read_text()
-    server = LoopbackSshd(
-        ca_line, root / "sshd", principals={pwd.getpwuid(os.getuid()).pw_name: ["bg-admin"]}
-    )
     try:
-        server.start()
-        with (app.home / "controller.toml").open("a") as catalog:
-            catalog.write(
-                RESOURCE.format(
-                    port=server.port,
-                    user=server.user,
-                    host_key=server.host_public_key,
-                    log=server.log_path,
-                    krl=server.revoked_keys_path,
-                )
+        with bastion_appliance(root) as (app, server):
+            asked = app.bgtui(
+                *("olive", "request", "bastion", "--privilege", "admin", "--duration", "10m"),
+                *("--reason", "INC-4711 disk full on the bastion", "--json"),
             )
-        app.start()
-        asked = app.bgtui(
-            *("olive", "request", "bastion", "--privilege", "admin", "--duration", "10m"),
-            *("--reason", "INC-4711 disk full on the bastion", "--json"),
-        )
-        rid = str(json.loads(ok(asked))["id"])
-        approve(app, rid)
-        poll(app, rid, state_is("active"), timeout=20)
-        yield Rig(app, server, rid)
+            rid = str(json.loads(ok(asked))["id"])
+            approve(app, rid)
+            poll(app, rid, state_is("active"), timeout=20)
+            yield Rig(app, server, rid)
     finally:
-        app.close()
-        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
