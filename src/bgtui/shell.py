@@ -26,6 +26,7 @@ import sys
 import tempfile
 import termios
 import threading
+import time
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -274,7 +275,7 @@ class SshRunner:
             if self.recorder.on_resize:
                 self.recorder.on_resize(columns, lines)
             self._copy(channel)
-            return int(channel.recv_exit_status()) if channel.exit_status_ready() else -1
+            return _exit_status(channel)
         except paramiko.SSHException as exc:
             raise RuntimeError(f"the SSH connection failed: {exc}") from None
         finally:
@@ -336,3 +337,15 @@ class SshRunner:
             signal.signal(signal.SIGWINCH, previous)
             os.close(wake_read)
             os.close(wake_write)
+
+
+def _exit_status(channel: Any, wait: float = 5.0) -> int:
+    """The remote shell's exit status, -1 when there is none (the channel was cut).
+
+    sshd may send it just after the output's end of file (the PTY closes before the shell is
+    reaped), so it is waited for a moment rather than read the instant the output ends.
+    """
+    deadline = time.monotonic() + wait
+    while not channel.exit_status_ready() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return int(channel.recv_exit_status()) if channel.exit_status_ready() else -1
